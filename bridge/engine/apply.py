@@ -38,7 +38,8 @@ from bridge.engine.state import (
 from bridge.engine.timefmt import iso
 from bridge.flow.compiled import CompiledFlow, StepTable, Template, render
 
-_SATISFIED = (DONE, SKIPPED)  # a successor may start once its predecessors are here
+_SATISFIED = (DONE, SKIPPED)
+_NO_DETAIL: dict[str, Any] = {}  # a successor may start once its predecessors are here
 
 
 def command_id(flow: str, version: int, key: str, step: str, action: str, attempt: int) -> str:
@@ -66,22 +67,17 @@ def backoff_ms(step: StepTable, attempt: int, next_id: str) -> int:
 def apply(flow: CompiledFlow, state: State | None, inp: Input) -> tuple[State | None, list[Effect]]:
     """Apply one input to the state it targets; None state means none exists yet (or any more)."""
     effects: list[Effect] = []
-    if isinstance(inp, Associate | Event | Tick) and _targets_association(inp):
-        return _apply_association(flow, state, inp, effects), effects
+    kind = type(inp)
+    if kind is Associate or (kind is Event and inp.via is not None):  # type: ignore[union-attr]
+        return _apply_association(flow, state, inp, effects), effects  # type: ignore[arg-type]
+    if kind is Tick and inp.alias is not None:  # type: ignore[union-attr]
+        return _apply_association(flow, state, inp, effects), effects  # type: ignore[arg-type]
     inst = state if isinstance(state, Instance) else None
     if isinstance(inp, Action) and (inst is None or inst.status is None):
         return state, effects  # nothing to act on; the shell reports unknown keys
     if inst is None:
         inst = Instance(inp.key, flow.version, len(flow.steps))
     return _Run(flow, inst, inp, effects).go(), effects
-
-
-def _targets_association(inp: Associate | Event | Tick) -> bool:
-    if isinstance(inp, Associate):
-        return True
-    if isinstance(inp, Event):
-        return inp.via is not None
-    return inp.alias is not None
 
 
 class _Run:
@@ -98,7 +94,7 @@ class _Run:
 
     def go(self) -> Instance | None:
         inp, inst = self.inp, self.inst
-        if isinstance(inp, Event):
+        if type(inp) is Event:
             inst.clock = self.now
             self.on_event(inp)
         elif isinstance(inp, Tick):
@@ -117,17 +113,23 @@ class _Run:
     # -- records ------------------------------------------------------------------------------
 
     def record(
-        self, kind: str, step: str | None = None, lifecycle: bool = True, **detail: Any
+        self,
+        kind: str,
+        step: str | None = None,
+        detail: dict[str, Any] | None = None,
+        lifecycle: bool = True,
     ) -> None:
         inst = self.inst
         if inst.status is not None:
             history = inst.history
-            history.append([self.now, kind, step, detail or None])
+            history.append([self.now, kind, step, detail])
             if len(history) > HISTORY_LIMIT:
                 del history[0]
                 inst.dropped += 1
         if lifecycle:
-            self.fx.append(Lifecycle(kind, self.flow.name, inst.key, self.now, step, detail))
+            self.fx.append(
+                Lifecycle(kind, self.flow.name, inst.key, self.now, step, detail or _NO_DETAIL)
+            )
 
     def remember(self, event_id: str) -> None:
         seen = self.inst.seen
@@ -139,8 +141,8 @@ class _Run:
 
     def on_event(self, ev: Event) -> None:
         inst, flow = self.inst, self.flow
-        if ev.id in inst.seen or any(o[2] == ev.id for o in inst.orphans):
-            self.record("event.duplicate", event=ev.name, id=ev.id)
+        if ev.id in inst.seen or (inst.orphans and any(o[2] == ev.id for o in inst.orphans)):
+            self.record("event.duplicate", None, {"event": ev.name, "id": ev.id})
             return
         if inst.status is None:
             if ev.name == flow.start:
@@ -153,10 +155,13 @@ class _Run:
         if table is None:
             self.record(
                 "event.ignored",
+                None,
+                {
+                    "event": ev.name,
+                    "id": ev.id,
+                    "reason": f"not an event of version {inst.version}",
+                },
                 lifecycle=False,
-                event=ev.name,
-                id=ev.id,
-                reason=f"not an event of version {inst.version}",
             )
             return
         if (
@@ -171,7 +176,7 @@ class _Run:
             self.advance_compensation()
             return
         if inst.status != RUNNING:
-            self.record("event.late", event=ev.name, id=ev.id)
+            self.record("event.late", None, {"event": ev.name, "id": ev.id})
             return
         self.received(ev)
         for i in table.done_of:
@@ -185,7 +190,7 @@ class _Run:
         detail: dict[str, Any] = {"event": ev.name, "id": ev.id}
         if ev.time is not None:
             detail["time"] = ev.time
-        self.record("event", lifecycle=False, **detail)
+        self.record("event", None, detail, lifecycle=False)
         if ev.fields:
             self.inst.fields.setdefault(ev.name, {}).update(ev.fields)
         for alias, value in ev.aliases:
@@ -198,7 +203,7 @@ class _Run:
         inst.started = self.now
         if flow.deadline_ms is not None:
             inst.deadline = self.now + flow.deadline_ms
-        self.record("instance.started", version=flow.version)
+        self.record("instance.started", None, {"version": flow.version})
         self.remember(ev.id)
         self.received(ev)
         table = flow.events[ev.name]
@@ -219,7 +224,7 @@ class _Run:
         st = self.inst.steps[i]
         if st.status == PENDING:
             st.held.append([outcome, ev.name, ev.id, self.now])
-            self.record("event.held", self.flow.steps[i].name, lifecycle=False, event=ev.name)
+            self.record("event.held", self.flow.steps[i].name, {"event": ev.name}, lifecycle=False)
         elif st.status in (ACTIVE, TIMED_OUT):
             if outcome == "done":
                 self.complete(i, late=st.status == TIMED_OUT)
@@ -256,7 +261,7 @@ class _Run:
         inst.seq += 1
         st.seq = inst.seq
         if late:
-            self.record("step.done", flow.steps[i].name, late=True)
+            self.record("step.done", flow.steps[i].name, {"late": True})
         else:
             self.record("step.done", flow.steps[i].name)
         self.release_successors(i)
@@ -292,7 +297,7 @@ class _Run:
         inst = self.inst
         inst.status, inst.failure, inst.ended, inst.deadline = status, reason, self.now, None
         self.clear_timers()
-        self.record(kind, reason=reason)
+        self.record(kind, None, {"reason": reason})
         if self.flow.on_failure == "compensate":
             steps = self.flow.steps
             done = [
@@ -323,11 +328,13 @@ class _Run:
             elif step.mode == "shadow":
                 self.would_send(step, tpl, "compensate", 1)
             else:
-                self.record("compensation.recorded", step.name, lifecycle=False, command=tpl.name)
+                self.record(
+                    "compensation.recorded", step.name, {"command": tpl.name}, lifecycle=False
+                )
             inst.compensating.pop(0)
         if inst.sent_compensation and inst.status != COMPENSATED:
             inst.status, inst.ended = COMPENSATED, self.now
-            self.record("instance.compensated", reason=inst.failure)
+            self.record("instance.compensated", None, {"reason": inst.failure})
 
     def clear_timers(self) -> None:
         for st in self.inst.steps:
@@ -355,11 +362,13 @@ class _Run:
         self.record(
             "command.sent",
             step.name,
-            command=tpl.name,
-            action=action,
-            attempt=attempt,
-            command_id=env["command_id"],
-            to=tpl.to,
+            {
+                "command": tpl.name,
+                "action": action,
+                "attempt": attempt,
+                "command_id": env["command_id"],
+                "to": tpl.to,
+            },
         )
 
     def would_send(self, step: StepTable, tpl: Template, action: str, attempt: int) -> None:
@@ -367,12 +376,14 @@ class _Run:
         self.record(
             "command.would_send",
             step.name,
-            command=tpl.name,
-            action=action,
-            attempt=attempt,
-            command_id=env["command_id"],
-            to=tpl.to,
-            payload=env["payload"],
+            {
+                "command": tpl.name,
+                "action": action,
+                "attempt": attempt,
+                "command_id": env["command_id"],
+                "to": tpl.to,
+                "payload": env["payload"],
+            },
         )
 
     # -- time ---------------------------------------------------------------------------------
@@ -409,7 +420,7 @@ class _Run:
         keep = []
         for entry in self.inst.orphans:
             if entry[-1] <= self.now:
-                self.record("event.orphaned", event=entry[0], id=entry[2])
+                self.record("event.orphaned", None, {"event": entry[0], "id": entry[2]})
             else:
                 keep.append(entry)
         self.inst.orphans = keep
@@ -433,11 +444,11 @@ class _Run:
             )
             st.due = due + backoff_ms(step, st.attempts, next_id)
             st.due_kind = RETRY
-            self.record("deadline.missed", step.name, lifecycle=False, attempt=st.attempts)
+            self.record("deadline.missed", step.name, {"attempt": st.attempts}, lifecycle=False)
             return
         st.status, st.ended, st.due = TIMED_OUT, self.now, None
         final = step.mode == "orchestrate"
-        self.record("step.timed_out", step.name, attempt=st.attempts, final=final)
+        self.record("step.timed_out", step.name, {"attempt": st.attempts, "final": final})
         if final:
             self.fail(FAILED, "instance.failed", f"step {step.name} timed out")
         elif step.mode == "shadow" and step.command is not None and step.attempts > 1:
@@ -448,7 +459,10 @@ class _Run:
     def on_action(self, act: Action) -> None:
         inst, flow = self.inst, self.flow
         self.record(
-            "action", act.step, lifecycle=False, action=act.action, by=act.by, reason=act.reason
+            "action",
+            act.step,
+            {"action": act.action, "by": act.by, "reason": act.reason},
+            lifecycle=False,
         )
         if act.action == "terminate":
             if inst.status in ENDED:
@@ -457,7 +471,7 @@ class _Run:
             inst.status, inst.ended, inst.deadline = TERMINATED, self.now, None
             inst.compensating = []
             self.clear_timers()
-            self.record("instance.terminated", by=act.by, reason=act.reason)
+            self.record("instance.terminated", None, {"by": act.by, "reason": act.reason})
             return
         i = flow.step_index.get(act.step or "")
         if i is None:
@@ -485,10 +499,12 @@ class _Run:
                 self.send(step, step.command, "retry", st.attempts)
             if step.deadline_ms is not None:
                 st.due, st.due_kind = self.now + step.deadline_ms, DEADLINE
-            self.record("step.retried", step.name, lifecycle=False, by=act.by, attempt=st.attempts)
+            self.record(
+                "step.retried", step.name, {"by": act.by, "attempt": st.attempts}, lifecycle=False
+            )
         else:
             st.status, st.ended, st.due, st.held = SKIPPED, self.now, None, []
-            self.record("step.skipped", step.name, by=act.by)
+            self.record("step.skipped", step.name, {"by": act.by})
             self.release_successors(i)
             self.check_complete()
 
@@ -504,7 +520,9 @@ class _Run:
         self.record("instance.resumed", lifecycle=False)
 
     def reject(self, act: Action, reason: str) -> None:
-        self.record("action.rejected", act.step, action=act.action, by=act.by, reason=reason)
+        self.record(
+            "action.rejected", act.step, {"action": act.action, "by": act.by, "reason": reason}
+        )
 
 
 # -- associations ---------------------------------------------------------------------------

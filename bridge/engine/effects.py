@@ -8,7 +8,7 @@ from typing import Any
 from bridge.engine.inputs import Associate, Event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Command:
     """A command to send: the DESIGN section 4 envelope and its destination."""
 
@@ -16,7 +16,7 @@ class Command:
     envelope: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lifecycle:
     """A record for `sagabridge.lifecycle`: instance.started, step.done, command.sent, ..."""
 
@@ -28,7 +28,7 @@ class Lifecycle:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Wake:
     """Deliver a Tick to this state at `at` (None: no deadline pending any more)."""
 
@@ -38,14 +38,14 @@ class Wake:
     alias: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forward:
     """An event resolved through an association, to apply to its instance."""
 
     event: Event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeadLetter:
     """A message that could not be used, with why; the shell keeps its bytes."""
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """A matched event for one instance, or, with `via`, for the association it names."""
 
@@ -26,7 +26,7 @@ class Event:
     source: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tick:
     """The clock reached `at` for one instance (or one association, with `alias`)."""
 
@@ -36,7 +36,7 @@ class Tick:
     alias: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Associate:
     """Record that `alias` = `value` belongs to instance `key`; releases buffered events."""
 
@@ -50,7 +50,7 @@ class Associate:
 ActionName = Literal["retry", "skip", "terminate"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Action:
     """An operator's request, ordered with the events of its instance."""
 
