@@ -15,8 +15,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Until the live demo on the embedded broker lands, the demo replays a recorded day of orders
+# through the engine: first as the flow says (observe), then as if every step were orchestrated.
+DEMO_STREAM := examples/streams/orders.jsonl
 demo: install
-	$(BIN)/sagabridge demo
+	$(BIN)/sagabridge validate examples/flows
+	$(BIN)/sagabridge simulate --flow examples/flows --events $(DEMO_STREAM) --summary
+	$(BIN)/sagabridge simulate --flow examples/flows --events $(DEMO_STREAM) --summary --mode orchestrate
 
 test: install
 	$(BIN)/pytest

@@ -7,12 +7,15 @@ import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
 
 from bridge.engine.simulator import Simulator
 from bridge.engine.timefmt import parse_time
 from bridge.errors import FlowError
 from bridge.flow import load_compiled, load_flows
+from bridge.flow.compiled import with_mode
 from bridge.flow.graph import dot, mermaid
+from bridge.summary import render_summary
 
 
 def _fail(problems: list[str], code: int = 1) -> None:
@@ -75,12 +78,27 @@ def graph(flow: Path, fmt: str) -> None:
 )
 @click.option("--until", help="Move the clock to this ISO-8601 time at the end, firing deadlines.")
 @click.option("--compact", is_flag=True, help="Print the JSON document on one line.")
-def simulate(flows: tuple[Path, ...], events: Path, until: str | None, compact: bool) -> None:
+@click.option("--summary", is_flag=True, help="Print tables for people instead of JSON.")
+@click.option(
+    "--mode",
+    type=click.Choice(["observe", "shadow", "orchestrate"]),
+    help="Run every step in this mode, whatever the flow says (what-if replays).",
+)
+def simulate(
+    flows: tuple[Path, ...],
+    events: Path,
+    until: str | None,
+    compact: bool,
+    summary: bool,
+    mode: str | None,
+) -> None:
     """Run the engine on a recorded stream with a virtual clock and print the result as JSON."""
     try:
         compiled = load_compiled(flows)
     except FlowError as exc:
         _fail(exc.problems)
+    if mode is not None:
+        compiled = [with_mode(f, mode) for f in compiled]
     end = None
     if until is not None:
         end = parse_time(until)
@@ -101,7 +119,9 @@ def simulate(flows: tuple[Path, ...], events: Path, until: str | None, compact: 
     if end is not None:
         sim.advance(end)
     doc = sim.result()
-    if compact:
+    if summary:
+        render_summary(doc, Console())
+    elif compact:
         click.echo(json.dumps(doc, separators=(",", ":"), ensure_ascii=False))
     else:
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))

@@ -8,8 +8,8 @@ same tables, so the picture is the behaviour.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal, cast
 
 from bridge.flow.loader import FlowDef
 from bridge.flow.model import CommandSpec, CompensationSpec, EventSpec
@@ -204,6 +204,14 @@ def compile_flow(flow: FlowDef) -> CompiledFlow:
         complete_when=tuple(index[n] for n in complete),
         file=flow.file,
     )
+
+
+def with_mode(flow: CompiledFlow, mode: str) -> CompiledFlow:
+    """The same flow with every step in `mode`: replay recorded traffic as shadow, say."""
+    if mode not in ("observe", "shadow", "orchestrate"):
+        raise ValueError(f"unknown mode {mode!r}")
+    as_mode = cast(Mode, mode)
+    return replace(flow, mode=as_mode, steps=tuple(replace(s, mode=as_mode) for s in flow.steps))
 
 
 def read_kept(event: EventTable, payload: Any) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def compile_path(text: object) -> Path:
         return Path(text, "event", segs, event=m.group())
     if text == "$":
         raise ValueError("'$' is the whole payload: name a field, e.g. '$.order.id'")
-    if text.startswith("$."):
+    if text.startswith(("$.", "$[")):
         return Path(text, "payload", _segments(text[1:], text))
     raise ValueError(
         f"'{text}' is not a path: use $.field, $headers.name, $key or $events.NAME.field"
