@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 
+from bridge.config import load_settings
 from bridge.engine.simulator import Simulator
 from bridge.engine.timefmt import parse_time
-from bridge.errors import FlowError
+from bridge.errors import ConfigError, FlowError, SagabridgeError
 from bridge.flow import load_compiled, load_flows
 from bridge.flow.compiled import with_mode
 from bridge.flow.graph import dot, mermaid
@@ -125,3 +128,197 @@ def simulate(
         click.echo(json.dumps(doc, separators=(",", ":"), ensure_ascii=False))
     else:
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="YAML settings file; flags override it, SAGABRIDGE_* variables override both.",
+)
+@click.option(
+    "--flows",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Flow file or directory; repeatable.",
+)
+@click.option("--bootstrap", help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT].")
+@click.option("--sqs-endpoint", help="SQS endpoint URL (for sqs:// sources and commands).")
+@click.option("--web-port", type=int, help="Port of the HTTP API on this worker.")
+@click.option("--web-host", help="Address the HTTP API binds to (default 127.0.0.1).")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Keep state in RocksDB under this directory (default: in memory).",
+)
+@click.option(
+    "--embedded",
+    is_flag=True,
+    default=None,
+    help="Start the built-in broker (memory only, for trying things out).",
+)
+@click.option("--api-token", help="Bearer token that operator actions must carry.")
+@click.option("--log-level", type=click.Choice(["crit", "error", "warn", "info", "debug"]))
+def run(
+    config_file: Path | None,
+    flows: tuple[Path, ...],
+    bootstrap: str | None,
+    sqs_endpoint: str | None,
+    web_port: int | None,
+    web_host: str | None,
+    state_dir: Path | None,
+    embedded: bool | None,
+    api_token: str | None,
+    log_level: str | None,
+) -> None:
+    """Run a worker: read the flows' sources, track every instance, send what they decide."""
+    try:
+        settings = load_settings(
+            config_file,
+            flows=list(flows) or None,
+            bootstrap=bootstrap,
+            sqs_endpoint=sqs_endpoint,
+            web_port=web_port,
+            web_host=web_host,
+            state_dir=state_dir,
+            embedded=embedded,
+            api_token=api_token,
+            log_level=log_level,
+        )
+        if not settings.flows:
+            raise ConfigError("setting flows (or --flows, SAGABRIDGE_FLOWS): no flow given")
+        if not settings.embedded and not settings.bootstrap:
+            raise ConfigError(
+                "setting bootstrap (or --bootstrap, SAGABRIDGE_BOOTSTRAP): no Kafka address "
+                "given; pass --bootstrap HOST:PORT, or --embedded for the built-in broker"
+            )
+        compiled = load_compiled(settings.flows)
+    except FlowError as exc:
+        _fail(exc.problems)
+    except ConfigError as exc:
+        _fail(str(exc).splitlines(), 2)
+    from bridge.runtime.worker import run_worker
+
+    try:
+        run_worker(settings, compiled)
+    except SagabridgeError as exc:
+        _fail([f"sagabridge: {exc}"], 1)
+
+
+@main.group()
+def topics() -> None:
+    """Report or create the topics of topics/topics.yaml, sagabridge's own, and the flows'."""
+
+
+def _topics_settings(
+    config_file: Path | None,
+    flows: tuple[Path, ...],
+    bootstrap: str | None,
+    topics_dir: Path | None,
+) -> tuple[Any, list[Any]]:
+    settings = load_settings(
+        config_file, flows=list(flows) or None, bootstrap=bootstrap, topics_dir=topics_dir
+    )
+    compiled = load_compiled(settings.flows) if settings.flows else []
+    return settings, compiled
+
+
+_topic_options = [
+    click.option("--config", "config_file", type=click.Path(path_type=Path)),
+    click.option("--flows", multiple=True, type=click.Path(path_type=Path)),
+    click.option("--bootstrap"),
+    click.option(
+        "--topics-dir",
+        type=click.Path(path_type=Path),
+        help="Folder holding topics.yaml (default: topics).",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON."),
+]
+
+
+def _with_topic_options(fun: Any) -> Any:
+    for option in reversed(_topic_options):
+        fun = option(fun)
+    return fun
+
+
+def _topics_run(
+    config_file: Path | None,
+    flows: tuple[Path, ...],
+    bootstrap: str | None,
+    topics_dir: Path | None,
+    as_json: bool,
+    create: bool,
+) -> None:
+    import asyncio
+
+    from bridge.runtime import topics as t
+    from bridge.runtime.worker import declared_topics
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # errors are reported below
+    try:
+        settings, compiled = _topics_settings(config_file, flows, bootstrap, topics_dir)
+        declared = declared_topics(settings)
+        if create:
+            plan = asyncio.run(t.apply(settings, declared, compiled, include_flow_topics=True))
+        else:
+            plan = asyncio.run(t.plan(settings, declared, compiled))
+    except FlowError as exc:
+        _fail(exc.problems)
+    except SagabridgeError as exc:
+        _fail(str(exc).splitlines(), 2 if isinstance(exc, ConfigError) else 1)
+    if as_json:
+        click.echo(json.dumps(plan.as_dict(), indent=2))
+    else:
+        Console().print(t.render_plan(plan))
+
+
+@topics.command("plan")
+@_with_topic_options
+def topics_plan(
+    config_file: Path | None,
+    flows: tuple[Path, ...],
+    bootstrap: str | None,
+    topics_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Say which topics exist, which are missing and which differ; change nothing."""
+    _topics_run(config_file, flows, bootstrap, topics_dir, as_json, create=False)
+
+
+@topics.command("apply")
+@_with_topic_options
+def topics_apply(
+    config_file: Path | None,
+    flows: tuple[Path, ...],
+    bootstrap: str | None,
+    topics_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Create the missing topics. Never alters or deletes one."""
+    _topics_run(config_file, flows, bootstrap, topics_dir, as_json, create=True)
+
+
+@main.command()
+@click.argument("flow")
+@click.argument("key")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:6066",
+    show_default=True,
+    help="Any worker's HTTP address; it forwards to the worker that owns the key.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the instance as JSON.")
+def status(flow: str, key: str, url: str, as_json: bool) -> None:
+    """Where is instance KEY of FLOW, and why is it stuck?"""
+    from bridge.status import fetch_instance, render_instance
+
+    try:
+        found = fetch_instance(url, flow, key)
+    except SagabridgeError as exc:
+        _fail([str(exc)], 1)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+    else:
+        render_instance(found, Console())

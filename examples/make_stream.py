@@ -24,15 +24,28 @@ def main(orders: int = 60, seed: int = 7) -> None:
     for n in range(orders):
         order, payment = f"o-{n + 1}", f"p-{n + 1}"
         t = n * 20 + rnd.uniform(0, 5)
-        emit(t, "kafka://orders.events", {
-            "type": "OrderPlaced", "event_id": f"ord-{n}", "occurred_at": None,
-            "order": {"id": order, "items": [f"sku-{rnd.randint(1, 9)}"],
-                      "total": rnd.randint(10, 300)}})
+        emit(
+            t,
+            "kafka://orders.events",
+            {
+                "type": "OrderPlaced",
+                "event_id": f"ord-{n}",
+                "occurred_at": None,
+                "order": {
+                    "id": order,
+                    "items": [f"sku-{rnd.randint(1, 9)}"],
+                    "total": rnd.randint(10, 300),
+                },
+            },
+        )
         fate = rnd.random()
         t_res = t + rnd.uniform(1, 10)
         if fate < 0.06:
-            emit(t_res, "kafka://inventory.events",
-                 {"type": "OutOfStock", "event_id": f"oos-{n}", "order_id": order})
+            emit(
+                t_res,
+                "kafka://inventory.events",
+                {"type": "OutOfStock", "event_id": f"oos-{n}", "order_id": order},
+            )
             continue
         if fate < 0.12:
             continue  # the reservation event is lost: reserve times out
@@ -42,18 +55,31 @@ def main(orders: int = 60, seed: int = 7) -> None:
             emit(t_res + 2, "kafka://inventory.events", reserved)  # delivered twice
         t_pay = t_res + rnd.uniform(2, 30)
         if fate < 0.24:
-            emit(t_pay, "sqs://payments-events",
-                 {"eventType": "payment.declined", "eventId": f"dec-{n}", "orderId": order})
+            emit(
+                t_pay,
+                "sqs://payments-events",
+                {"eventType": "payment.declined", "eventId": f"dec-{n}", "orderId": order},
+            )
             continue
-        emit(t_pay, "sqs://payments-events",
-             {"eventType": "payment.captured", "eventId": f"cap-{n}", "orderId": order,
-              "paymentId": payment})
+        emit(
+            t_pay,
+            "sqs://payments-events",
+            {
+                "eventType": "payment.captured",
+                "eventId": f"cap-{n}",
+                "orderId": order,
+                "paymentId": payment,
+            },
+        )
         if fate < 0.30:
             continue  # the dispatch is lost: ship stays active
         # some dispatches overtake the payment event: held until the association arrives
         t_ship = t_pay + (rnd.uniform(-1.5, -0.5) if fate > 0.92 else rnd.uniform(30, 600))
-        emit(t_ship, "kafka://shipping.events",
-             {"type": "Dispatched", "event_id": f"dis-{n}", "payment_ref": payment})
+        emit(
+            t_ship,
+            "kafka://shipping.events",
+            {"type": "Dispatched", "event_id": f"dis-{n}", "payment_ref": payment},
+        )
     lines.sort(key=lambda x: x[0])
     for t, line in lines:
         at = (T0 + timedelta(seconds=t)).isoformat(timespec="milliseconds").replace("+00:00", "Z")

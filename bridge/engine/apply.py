@@ -56,11 +56,11 @@ def backoff_ms(step: StepTable, attempt: int, next_id: str) -> int:
         delay = step.initial_ms * attempt
     else:
         delay = step.initial_ms
-    if step.max_ms is not None:
-        delay = min(delay, step.max_ms)
     if step.jitter:
         unit = int(next_id[:8], 16) / 0xFFFFFFFF  # in [0, 1], fixed by the command id
         delay = int(delay * (1 + step.jitter * (2 * unit - 1)))
+    if step.max_ms is not None:
+        delay = min(delay, step.max_ms)  # `max` is a promise: jitter never passes it
     return max(delay, 0)
 
 
@@ -95,11 +95,17 @@ class _Run:
     def go(self) -> Instance | None:
         inp, inst = self.inp, self.inst
         if type(inp) is Event:
+            version = inst.version if inst.status is not None else self.flow.version
+            if inp.version and inp.version != version:
+                return inst if inst.status is not None or inst.orphans else None
+            # Timers due by this arrival fire first, as if their tick had already come.
+            self.on_tick()
             inst.clock = self.now
             self.on_event(inp)
         elif isinstance(inp, Tick):
             self.on_tick()
         elif isinstance(inp, Action):
+            self.on_tick()
             inst.clock = self.now
             self.on_action(inp)
         wake = self.next_due()
@@ -179,6 +185,10 @@ class _Run:
             self.record("event.late", None, {"event": ev.name, "id": ev.id})
             return
         self.received(ev)
+        for i in table.compensated_of:
+            # A confirmation that overtook the compensation (other topic, other partition):
+            # kept, so the compensation does not wait for an event that already came.
+            inst.steps[i].held.append(["compensated", ev.name, ev.id, self.now])
         for i in table.done_of:
             if inst.status == RUNNING:
                 self.outcome(i, "done", ev)
@@ -207,18 +217,20 @@ class _Run:
         self.remember(ev.id)
         self.received(ev)
         table = flow.events[ev.name]
-        # The start event may itself finish a first step: hold it, the activation applies it.
+        # The start event may itself finish a first step: held, and applied on activation.
         for i in table.done_of:
             inst.steps[i].held.append(["done", ev.name, ev.id, self.now])
         for i in table.failed_of:
             inst.steps[i].held.append(["failed", ev.name, ev.id, self.now])
-        for i in flow.roots:
-            if inst.status == RUNNING and inst.steps[i].status == PENDING:
-                self.activate(i)
+        # Buffered events first: every step is still PENDING, so their outcomes are held and
+        # applied in order as the steps activate.
         orphans, inst.orphans = inst.orphans, []
         for entry in orphans:
             orphan, _ = unpack_event(flow.name, entry)
             self.on_event(orphan)
+        for i in flow.roots:
+            if inst.status == RUNNING and inst.steps[i].status == PENDING:
+                self.activate(i)
 
     def outcome(self, i: int, outcome: str, ev: Event) -> None:
         st = self.inst.steps[i]
@@ -234,18 +246,14 @@ class _Run:
     # -- steps --------------------------------------------------------------------------------
 
     def activate(self, i: int) -> None:
+        """A step becomes ACTIVE: its command goes out (per its mode), its deadline starts, and
+        an outcome that arrived while it was PENDING is applied at once. The command is sent
+        even then, so the commands never depend on the order events happened to arrive in."""
         st, step = self.inst.steps[i], self.flow.steps[i]
         st.status = ACTIVE
         st.since = self.now
         st.attempts = 1
         self.record("step.activated", step.name)
-        held, st.held = st.held, []
-        for outcome, *_ in held:
-            if outcome == "done":
-                self.complete(i, late=False)
-            else:
-                self.fail_step(i)
-            return  # held outcomes settle the step before any command goes out
         if step.command is not None:
             if step.mode == "orchestrate":
                 self.send(step, step.command, "invoke", 1)
@@ -253,6 +261,14 @@ class _Run:
                 self.would_send(step, step.command, "invoke", 1)
         if step.deadline_ms is not None:
             st.due, st.due_kind = self.now + step.deadline_ms, DEADLINE
+        held = [h for h in st.held if h[0] != "compensated"]
+        st.held = [h for h in st.held if h[0] == "compensated"]
+        for outcome, *_ in held:
+            if outcome == "done":
+                self.complete(i, late=False)
+            else:
+                self.fail_step(i)
+            return
 
     def complete(self, i: int, late: bool) -> None:
         inst, flow = self.inst, self.flow
@@ -319,7 +335,8 @@ class _Run:
             if step.mode == "orchestrate":
                 self.send(step, tpl, "compensate", 1)
                 inst.sent_compensation = True
-                if tpl.done:
+                confirmed = any(h[0] == "compensated" for h in inst.steps[i].held)
+                if tpl.done and not confirmed:
                     inst.steps[i].status = COMPENSATING
                     inst.status = COMPENSATING
                     return
@@ -458,6 +475,10 @@ class _Run:
 
     def on_action(self, act: Action) -> None:
         inst, flow = self.inst, self.flow
+        if act.id:
+            if act.id in inst.seen:
+                return  # the same request delivered again
+            self.remember(act.id)
         self.record(
             "action",
             act.step,
@@ -550,7 +571,7 @@ def _apply_association(
         assoc.clock = now
         if assoc.key is not None:
             fx.append(Forward(_resolved(inp, assoc.key, now)))
-        elif any(entry[2] == inp.id for entry in assoc.buffer):
+        elif any(entry[2] == inp.id and entry[9] == inp.version for entry in assoc.buffer):
             fx.append(
                 Lifecycle(
                     "event.duplicate",
@@ -602,4 +623,5 @@ def _resolved(ev: Event, key: str, now: int) -> Event:
         ev.aliases,
         None,
         ev.source,
+        ev.version,
     )

@@ -24,6 +24,7 @@ class Event:
     aliases: tuple[tuple[str, str], ...] = ()  # associations this event records
     via: str | None = None
     source: str = ""
+    version: int = 0  # the flow version whose event definition matched; 0: any
 
 
 @dataclass(slots=True)
@@ -61,6 +62,7 @@ class Action:
     step: str | None = None
     by: str = "operator"
     reason: str = ""
+    id: str = ""  # set by whoever asked; a redelivered action with the same id is ignored
 
 
 Input = Event | Tick | Associate | Action

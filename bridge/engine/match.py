@@ -1,8 +1,8 @@
 """From a decoded message to engine inputs: which events of which flows it is, and for whom.
 
-Each flow takes a message at most once: the first of its events (highest version first, then in
-declaration order) whose source and `match` fit. A message that fits no flow is unmatched; one
-that fits but has no key becomes a dead letter with the reason.
+Each version of each flow takes a message at most once: the first of its events, in declaration
+order, whose source and `match` fit. A message that fits no flow is unmatched; one that fits but
+has no key becomes a dead letter with the reason.
 """
 
 from __future__ import annotations
@@ -73,11 +73,13 @@ class Matcher:
     def __init__(self, flows: Iterable[CompiledFlow]) -> None:
         ordered = sorted(flows, key=lambda f: (f.name, -f.version))
         self._key_names = {f.name: f.key_name for f in ordered}
-        self._by_source: dict[str, dict[str, list[EventTable]]] = {}
+        self._by_source: dict[str, dict[str, dict[int, list[EventTable]]]] = {}
+        multi = {f.name for f in ordered if sum(g.name == f.name for g in ordered) > 1}
         for flow in ordered:
+            version = flow.version if flow.name in multi else 0
             for table in flow.events.values():
                 per_flow = self._by_source.setdefault(table.source, {})
-                per_flow.setdefault(flow.name, []).append(table)
+                per_flow.setdefault(flow.name, {}).setdefault(version, []).append(table)
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -85,14 +87,19 @@ class Matcher:
 
     def route(self, msg: Message) -> Routed:
         routed = Routed()
-        for flow_name, tables in self._by_source.get(msg.source, {}).items():
-            for table in tables:
-                if _fits(table, msg):
-                    self._take(flow_name, table, msg, routed)
-                    break
+        for flow_name, by_version in self._by_source.get(msg.source, {}).items():
+            # One event per version: an instance reads the message with the definitions of
+            # the version it started on; the engine drops the other versions' copies.
+            for version, tables in by_version.items():
+                for table in tables:
+                    if _fits(table, msg):
+                        self._take(flow_name, table, msg, routed, version)
+                        break
         return routed
 
-    def _take(self, flow: str, table: EventTable, msg: Message, routed: Routed) -> None:
+    def _take(
+        self, flow: str, table: EventTable, msg: Message, routed: Routed, version: int
+    ) -> None:
         payload = msg.payload
         if table.key is not None:
             where = table.key.text
@@ -141,5 +148,6 @@ class Matcher:
                 aliases=tuple(aliases),
                 via=table.via,
                 source=msg.source,
+                version=version,
             )
         )

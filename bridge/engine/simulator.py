@@ -23,6 +23,7 @@ from bridge.flow.compiled import CompiledFlow
 
 _SOURCE = re.compile(r"(kafka|sqs)://[A-Za-z0-9._\-]+")
 Entity = tuple[str, str | None, str]  # flow, alias (None for instances), key
+_COUNTED = {"event.duplicate": "duplicates", "event.late": "late", "event.orphaned": "orphaned"}
 
 
 class Simulator:
@@ -43,13 +44,22 @@ class Simulator:
         self.commands: list[dict[str, Any]] = []
         self.lifecycle: list[dict[str, Any]] = []
         self.dlq: list[dict[str, Any]] = []
-        self.stats = {"messages": 0, "matched": 0, "unmatched": 0, "dead_lettered": 0}
+        self.stats = {
+            "messages": 0,
+            "matched": 0,
+            "unmatched": 0,
+            "dead_lettered": 0,
+            "duplicates": 0,
+            "late": 0,
+            "orphaned": 0,
+        }
 
     # -- input lines --------------------------------------------------------------------------
 
     def feed_line(self, text: str, where: str) -> None:
         """One line of a recorded stream; a bad line becomes a DLQ record, never an exception."""
-        if not text.strip():
+        text = text.strip()
+        if not text:
             return
         try:
             line = json.loads(text)
@@ -166,6 +176,9 @@ class Simulator:
                 self.commands.append({**fx.envelope, "to": fx.to})
             elif isinstance(fx, Lifecycle):
                 self.lifecycle.append(lifecycle_record(fx))
+                counted = _COUNTED.get(fx.type)
+                if counted:
+                    self.stats[counted] += 1
             elif isinstance(fx, Wake):
                 entity = (fx.flow, fx.alias, fx.key)
                 if fx.at is None:

@@ -205,13 +205,13 @@ def pack_event(ev: Event, expires: int) -> list[Any]:
         [list(a) for a in ev.aliases],
         ev.via,
         ev.source,
+        ev.version,
         expires,
     ]
 
 
 def unpack_event(flow: str, entry: list[Any]) -> tuple[Event, int]:
-    name, key, id_, at, time, fields, aliases, via, source, expires = entry
-    ev = Event(
-        flow, name, key, id_, at, time, fields, tuple((a, v) for a, v in aliases), via, source
-    )
+    name, key, id_, at, time, fields, aliases, via, source, version, expires = entry
+    aliases_ = tuple((a, v) for a, v in aliases)
+    ev = Event(flow, name, key, id_, at, time, fields, aliases_, via, source, version)
     return ev, expires

@@ -1,0 +1,382 @@
+"""The Faust worker: sources -> router -> input topic -> engine -> table, commands, lifecycle.
+
+Faust stays inside this package. Each piece it calls (Router, Processor, DeadlineIndex) is plain
+code with its own tests; this module wires them to topics, the table, a timer and web views.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+import structlog
+from faust.exceptions import SameNode
+from faust.web import Request, Response, View
+
+from bridge.codecs import Codec, build_codec
+from bridge.config import Settings
+from bridge.engine.effects import Command, Lifecycle
+from bridge.engine.inputs import Action, Tick
+from bridge.engine.match import Matcher
+from bridge.engine.simulator import instance_view, lifecycle_record
+from bridge.engine.state import Instance
+from bridge.engine.wire import entity_key, input_to_wire
+from bridge.flow.compiled import CompiledFlow
+from bridge.runtime.deadlines import DeadlineIndex
+from bridge.runtime.kafka import client_kwargs
+from bridge.runtime.processor import Outbox, Processor, decode_state, due_of
+from bridge.runtime.router import Router, SourceRecord
+from bridge.runtime.routing import partition_for
+
+log = structlog.get_logger("sagabridge")
+
+
+class _TableStore:
+    """The Processor's view of the Faust table: text keys, JSON bytes values."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def get(self, key: str) -> bytes | None:
+        value: bytes | None = self.table.get(key.encode())
+        return value
+
+    def put(self, key: str, value: bytes) -> None:
+        self.table[key.encode()] = value
+
+    def delete(self, key: str) -> None:
+        self.table.pop(key.encode(), None)
+
+
+def _credentials(settings: Settings) -> Any:
+    k = settings.kafka
+    if k.security_protocol == "PLAINTEXT":
+        return None
+    kwargs = client_kwargs(settings)
+    if k.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password,
+            mechanism=k.sasl_mechanism,
+            ssl_context=kwargs.get("ssl_context"),
+        )
+    return faust.SSLCredentials(kwargs["ssl_context"])
+
+
+def traceparent(command_id: str) -> str:
+    """A W3C traceparent derived from the command id, so a re-sent command traces the same."""
+    return f"00-{command_id[:32]}-{command_id[:16]}-01"
+
+
+class Runtime:
+    def __init__(self, settings: Settings, flows: Sequence[CompiledFlow]) -> None:
+        self.settings = settings
+        self.flows = {(f.name, f.version): f for f in flows}
+        self.latest: dict[str, CompiledFlow] = {}
+        for f in flows:
+            if f.name not in self.latest or f.version > self.latest[f.name].version:
+                self.latest[f.name] = f
+        self.partitions = settings.input_partitions
+        self.processor = Processor(flows, self.partitions)
+        self.deadlines = DeadlineIndex()
+        self.codecs: dict[str, Codec] = {}
+        kafka_sources = sorted({s for f in flows for s in f.sources if s.startswith("kafka://")})
+        for source in kafka_sources:
+            self.codecs[source] = build_codec(settings.codec_for(source), settings.topics_dir)
+        for endpoint, config in settings.sources.items():  # codecs for command destinations
+            if endpoint not in self.codecs:
+                self.codecs[endpoint] = build_codec(config, settings.topics_dir)
+        self.router = Router(Matcher(flows), self.codecs, self.partitions)
+        self.app = self._make_app()
+        raw: dict[str, Any] = {"value_serializer": "raw", "key_serializer": "raw"}
+        self.input_topic = self.app.topic(
+            settings.input_topic, partitions=self.partitions, internal=True, **raw
+        )
+        self.lifecycle_topic = self.app.topic(settings.lifecycle_topic, internal=True, **raw)
+        self.dlq_topic = self.app.topic(settings.dlq_topic, internal=True, **raw)
+        self._out_topics: dict[str, Any] = {}
+        # bytes keys and values: Faust then uses its raw serializer for the changelog too.
+        self.table = self.app.Table(
+            "state", partitions=self.partitions, key_type=bytes, value_type=bytes
+        )
+        self.store = _TableStore(self.table)
+        self._indexed: frozenset[int] = frozenset()
+        self.started_at = time.time()
+        if kafka_sources:
+            topics = self.app.topic(*(s.removeprefix("kafka://") for s in kafka_sources), **raw)
+            self.app.agent(topics, name="sagabridge-sources")(self._sources_agent)
+        self.app.agent(self.input_topic, name="sagabridge-inputs")(self._inputs_agent)
+        self.app.timer(interval=settings.tick_ms / 1000, name="sagabridge-deadlines")(
+            self._fire_deadlines
+        )
+        self._add_views()
+
+    def _make_app(self) -> faust.App:
+        s = self.settings
+        state_dir = s.state_dir or Path(".sagabridge")
+        (state_dir / f"{s.app_id}-data").mkdir(parents=True, exist_ok=True)
+        return faust.App(
+            s.app_id,
+            broker=";".join(f"kafka://{b.strip()}" for b in (s.bootstrap or "").split(",")),
+            broker_credentials=_credentials(s),
+            store="rocksdb://" if s.state_dir else "memory://",
+            datadir=str(state_dir / f"{s.app_id}-data"),
+            topic_partitions=s.input_partitions,
+            topic_replication_factor=s.replication_factor,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            producer_max_batch_size=s.producer_batch_bytes,
+            broker_session_timeout=s.group_session_timeout,
+            broker_heartbeat_interval=s.group_heartbeat_interval,
+            broker_rebalance_timeout=s.group_rebalance_timeout,
+            web_enabled=True,
+            web_bind=s.web_host,
+            web_port=s.web_port,
+            canonical_url=s.advertised_url or f"http://{s.web_host}:{s.web_port}",
+            autodiscover=False,
+            table_standby_replicas=s.standby_replicas,
+            stream_wait_empty=False,
+        )
+
+    # -- sources: raw messages to routed micro-batches ----------------------------------------
+
+    async def _sources_agent(self, stream: Any) -> None:
+        within = self.settings.batch_ms / 1000
+        async for events in stream.take_events(self.settings.batch_size, within=within):
+            records = [SourceRecord.from_faust(e.message) for e in events]
+            routed = await self.router.route(records)
+            for p, inputs in routed.inputs.items():
+                await self.input_topic.send(partition=p, value=_batch(inputs))
+            for record, reason in routed.dead:
+                await self._dead_letter(
+                    record.value, record.headers, record.key, reason, record.source
+                )
+
+    # -- inputs: the engine, one micro-batch per message --------------------------------------
+
+    async def _inputs_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            try:
+                batch = json.loads(event.value)["i"]
+                if not isinstance(batch, list):
+                    raise ValueError("'i' is not a list")
+            except (ValueError, KeyError, TypeError) as exc:
+                await self._dead_letter(
+                    event.value,
+                    {},
+                    event.key,
+                    f"not an input batch: {exc}",
+                    self.settings.input_topic,
+                )
+                continue
+            out = self.processor.process(partition, batch, self.store)
+            await self._send(out)
+            self.processor.store_states(out, self.store)
+            self.deadlines.update(partition, out.dues)
+
+    async def _send(self, out: Outbox) -> None:
+        """Send every effect of a batch and wait until Kafka acknowledged all of them."""
+        pending: list[Any] = []
+        for cmd in out.commands:
+            pending.append(await self._send_command(cmd))
+        for rec in out.lifecycle:
+            pending.append(await self._send_lifecycle(rec))
+        for p, inputs in out.inputs.items():
+            pending.append(await self.input_topic.send(partition=p, value=_batch(inputs)))
+        for dead in out.dead:
+            pending.append(await self._dead_letter(b"", {}, None, dead.reason, dead.source))
+        await asyncio.gather(*(p for p in pending if p is not None))
+
+    async def _send_command(self, cmd: Command) -> Any:
+        env = cmd.envelope
+        scheme, _, name = cmd.to.partition("://")
+        if scheme != "kafka":
+            log.error(
+                "command.unsupported_destination",
+                to=cmd.to,
+                flow=env["flow"],
+                key=env["key"],
+                command_id=env["command_id"],
+            )
+            return None
+        topic = self._out_topics.get(name)
+        if topic is None:
+            topic = self._out_topics[name] = self.app.topic(
+                name, value_serializer="raw", key_serializer="raw"
+            )
+        headers = {
+            "command_id": env["command_id"],
+            "traceparent": traceparent(env["command_id"]),
+            "flow": env["flow"],
+            "content-type": "application/json",
+        }
+        codec = self.codecs.get(cmd.to)
+        if codec is not None:
+            value, extra = codec.encode(env, headers)
+            headers = {**headers, **extra}
+        else:
+            value = json.dumps(env, separators=(",", ":")).encode()
+        return await topic.send(
+            key=str(env["key"]).encode(),
+            value=value,
+            headers=[(k, v.encode()) for k, v in headers.items()],
+        )
+        log.info(
+            "command.sent",
+            flow=env["flow"],
+            key=env["key"],
+            step=env["step"],
+            command=env["name"],
+            action=env["action"],
+            attempt=env["attempt"],
+            to=cmd.to,
+            command_id=env["command_id"],
+        )
+
+    async def _send_lifecycle(self, rec: Lifecycle) -> Any:
+        record = lifecycle_record(rec)
+        sent = await self.lifecycle_topic.send(
+            key=rec.key.encode(), value=json.dumps(record, separators=(",", ":")).encode()
+        )
+        # structlog reserves `event` for the message: an event name in the detail is renamed.
+        fields = {("event_name" if k == "event" else k): v for k, v in rec.detail.items()}
+        if rec.step is not None:
+            fields["step"] = rec.step
+        log.info(rec.type, flow=rec.flow, key=rec.key, **fields)
+        return sent
+
+    async def _dead_letter(
+        self,
+        value: bytes | None,
+        headers: dict[str, bytes] | Any,
+        key: bytes | None,
+        reason: str,
+        source: str,
+    ) -> Any:
+        out_headers = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        out_headers += [
+            ("sagabridge.error", reason.encode()),
+            ("sagabridge.source", source.encode()),
+        ]
+        sent = await self.dlq_topic.send(key=key, value=value or b"", headers=out_headers)
+        log.warning("message.dead_lettered", source=source, reason=reason)
+        return sent
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def recovered(self) -> bool:
+        """True once the table has been rebuilt from its changelog for this assignment."""
+        recovery: Any = getattr(self.app.tables, "recovery", None)
+        return bool(recovery is not None and recovery.completed.is_set())
+
+    def _assigned(self) -> frozenset[int]:
+        assignment = self.app.consumer.assignment()
+        return frozenset(tp.partition for tp in assignment if tp.topic == self.settings.input_topic)
+
+    async def _fire_deadlines(self) -> None:
+        if self.app.rebalancing or not self.recovered():
+            return
+        assigned = self._assigned()
+        if assigned != self._indexed:
+            self._rebuild_index(assigned)
+        now = int(time.time() * 1000)
+        for p in assigned:
+            due = self.deadlines.pop_due(p, now)
+            if due:
+                ticks = [input_to_wire(Tick(d.flow, d.key, now, d.alias)) for d in due]
+                await self.input_topic.send(partition=p, value=_batch(ticks))
+
+    def _rebuild_index(self, assigned: frozenset[int]) -> None:
+        for p in self._indexed - assigned:
+            self.deadlines.drop(p)
+        fresh = assigned - self._indexed
+        found: dict[int, list[Any]] = {p: [] for p in fresh}
+        for raw_key, raw in self.table.items():
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            p = partition_for(key, self.partitions)
+            if p in found and raw is not None:
+                flow, _, rest = key.partition("/")
+                alias = None
+                if rest.startswith("@"):
+                    alias, _, rest = rest[1:].partition("/")
+                due = due_of(decode_state(raw), flow, rest, alias)
+                if due is not None:
+                    found[p].append((key, due))
+        for p, dues in found.items():
+            self.deadlines.rebuild(p, dues)
+        self._indexed = assigned
+        log.info("deadlines.indexed", partitions=sorted(assigned), pending=len(self.deadlines))
+
+    # -- web ----------------------------------------------------------------------------------
+
+    def instance(self, flow_name: str, key: str) -> dict[str, Any] | None:
+        """The instance as `simulate` prints it, if this worker holds it."""
+        raw = self.store.get(entity_key(flow_name, key, None))
+        if raw is None:
+            return None
+        state = decode_state(raw)
+        if not isinstance(state, Instance) or state.status is None:
+            return None
+        flow = self.flows.get((flow_name, state.version), self.latest[flow_name])
+        return instance_view(flow, state)
+
+    async def submit_action(self, action: Action) -> None:
+        ek = entity_key(action.flow, action.key, None)
+        await self.input_topic.send(
+            partition=partition_for(ek, self.partitions), value=_batch([input_to_wire(action)])
+        )
+
+    def _add_views(self) -> None:
+        runtime = self
+
+        @self.app.page("/healthz")
+        class Health(View):
+            async def get(self, request: Request) -> Response:
+                ready = runtime.recovered()
+                body = {
+                    "status": "ok" if ready else "starting",
+                    "partitions": sorted(runtime._indexed),
+                    "flows": sorted(f"{n} v{v}" for n, v in runtime.flows),
+                    "uptime_s": round(time.time() - runtime.started_at, 1),
+                }
+                return self.json(body, status=200 if ready else 503)
+
+        @self.app.page("/api/flows/{flow}/instances/{key}")
+        class InstanceView(View):
+            async def get(self, request: Request, flow: str, key: str) -> Response:
+                if flow not in runtime.latest:
+                    return self.json(
+                        {"error": f"no flow named {flow!r}", "flows": sorted(runtime.latest)},
+                        status=404,
+                    )
+                ek = entity_key(flow, key, None).encode()
+                try:
+                    return await runtime.app.router.route_req(
+                        runtime.table.name, ek, self.web, request
+                    )
+                except SameNode:
+                    pass
+                except Exception:  # no partition owner known yet (rebalancing)
+                    return self.json(
+                        {"error": "the worker group is rebalancing; retry"}, status=503
+                    )
+                found = runtime.instance(flow, key)
+                if found is None:
+                    return self.json(
+                        {"error": f"no instance of {flow} with key {key!r}"}, status=404
+                    )
+                return self.json(found)
+
+
+def _batch(inputs: list[Any]) -> bytes:
+    return json.dumps({"i": inputs}, separators=(",", ":")).encode()
+
+
+async def wait_ready(runtime: Runtime, timeout: float) -> None:
+    await asyncio.wait_for(runtime.app.tables.recovery.completed.wait(), timeout)  # type: ignore[attr-defined]

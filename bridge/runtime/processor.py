@@ -1,0 +1,141 @@
+"""Apply one micro-batch of inputs for one partition: load, apply, write each state once.
+
+No Faust here: the store and the outbox are plain interfaces, so the same code is tested
+without a broker and runs unchanged in the Faust agent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bridge.engine.apply import apply
+from bridge.engine.effects import Command, DeadLetter, Forward, Lifecycle
+from bridge.engine.inputs import Associate, Input, entity_of
+from bridge.engine.state import Association, Instance, State, state_from_json
+from bridge.engine.wire import entity_key, input_from_wire, input_to_wire
+from bridge.flow.compiled import CompiledFlow
+from bridge.runtime.routing import partition_for
+
+
+class StateStore(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """When a state next needs a tick, and what to put in it."""
+
+    at: int
+    flow: str
+    key: str
+    alias: str | None
+
+
+@dataclass(slots=True)
+class Outbox:
+    """What a batch asks the shell to send, and the deadlines it leaves behind."""
+
+    commands: list[Command] = field(default_factory=list)
+    lifecycle: list[Lifecycle] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    inputs: dict[int, list[list[Any]]] = field(default_factory=dict)  # partition -> inputs
+    dues: dict[str, Due | None] = field(default_factory=dict)  # state key -> next tick
+    states: dict[str, State | None] = field(default_factory=dict)  # to store once sent
+    applied: int = 0
+
+
+def encode_state(state: State) -> bytes:
+    return json.dumps(state.to_json(), separators=(",", ":")).encode()
+
+
+def decode_state(raw: bytes) -> State:
+    return state_from_json(json.loads(raw))
+
+
+def due_of(state: State | None, flow: str, key: str, alias: str | None) -> Due | None:
+    if state is None or state.wake is None:
+        return None
+    return Due(state.wake, flow, key, alias)
+
+
+class Processor:
+    def __init__(self, flows: Iterable[CompiledFlow], partitions: int) -> None:
+        flows = list(flows)
+        self.partitions = partitions
+        self.versions = {(f.name, f.version): f for f in flows}
+        self.latest: dict[str, CompiledFlow] = {}
+        for f in flows:
+            if f.name not in self.latest or f.version > self.latest[f.name].version:
+                self.latest[f.name] = f
+
+    def process(self, partition: int, batch: list[list[Any]], store: StateStore) -> Outbox:
+        """Apply `batch`; the new states are in the outbox, not yet in the store.
+
+        The caller stores them (`store_states`) only once every effect was acknowledged: a
+        crash in between replays the batch on the old states, which sends the same effects
+        again (same ids) instead of losing them.
+        """
+        out = Outbox()
+        touched = out.states
+        queue: deque[Input] = deque(input_from_wire(w) for w in batch)
+        while queue:
+            inp = queue.popleft()
+            flow_name, key, alias = entity_of(inp)
+            flow = self.latest.get(flow_name)
+            if flow is None:
+                out.dead.append(
+                    DeadLetter(
+                        "sagabridge.input",
+                        f"no flow named {flow_name!r} is loaded; its input was set aside",
+                        flow_name,
+                    )
+                )
+                continue
+            ek = entity_key(flow_name, key, alias)
+            if ek in touched:
+                state = touched[ek]
+            else:
+                raw = store.get(ek)
+                state = decode_state(raw) if raw is not None else None
+            if isinstance(state, Instance) and state.status is not None:
+                flow = self.versions.get((flow_name, state.version), flow)
+            new, effects = apply(flow, state, inp)
+            out.applied += 1
+            touched[ek] = new
+            out.dues[ek] = due_of(new, flow_name, key, alias)
+            for fx in effects:
+                if isinstance(fx, Command):
+                    out.commands.append(fx)
+                elif isinstance(fx, Lifecycle):
+                    out.lifecycle.append(fx)
+                elif isinstance(fx, Forward | Associate):
+                    follow = fx.event if isinstance(fx, Forward) else fx
+                    f2, k2, a2 = entity_of(follow)
+                    p2 = partition_for(entity_key(f2, k2, a2), self.partitions)
+                    if p2 == partition:
+                        queue.append(follow)  # same owner: apply now, in order
+                    else:
+                        out.inputs.setdefault(p2, []).append(input_to_wire(follow))
+                elif isinstance(fx, DeadLetter):
+                    out.dead.append(fx)
+        return out
+
+    @staticmethod
+    def store_states(out: Outbox, store: StateStore) -> None:
+        for ek, st in out.states.items():
+            if st is None:
+                store.delete(ek)
+            else:
+                store.put(ek, encode_state(st))
+
+
+def read_state(raw: bytes | None) -> Instance | Association | None:
+    return decode_state(raw) if raw is not None else None

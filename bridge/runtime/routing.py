@@ -1,0 +1,23 @@
+"""Where an input goes: the input-topic partition that owns its state.
+
+Kafka's default partitioner (murmur2 of the key bytes), so the partition that holds a key's
+state can be found again by anyone who knows the key, including Faust's table router.
+"""
+
+from __future__ import annotations
+
+from aiokafka.partitioner import murmur2
+
+from bridge.engine.inputs import Input, entity_of
+from bridge.engine.wire import entity_key
+
+
+def partition_for(key: str, partitions: int) -> int:
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def target_of(inp: Input, partitions: int) -> tuple[str, int]:
+    """(state key, partition) of the state `inp` applies to."""
+    flow, key, alias = entity_of(inp)
+    ek = entity_key(flow, key, alias)
+    return ek, partition_for(ek, partitions)
