@@ -192,22 +192,24 @@ async def test_bad_messages_go_to_the_dlq_and_the_worker_goes_on(
         assert worker.stop() == 0
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 async def test_a_killed_worker_resumes_with_the_same_decisions(
-    bootstrap: str, tmp_path: Path
+    bootstrap: str, tmp_path: Path, store: str
 ) -> None:
     uid = uuid.uuid4().hex[:8]
     flow, topics = flow_file(tmp_path, uid)
     await create_topics(bootstrap, topics)
     lines = retarget(stream(f"c{uid}") + stream(f"d{uid}"), uid, int(time.time() * 1000))
     want = expected(flow, lines)
-    worker = Worker(flow, bootstrap, f"sb-{uid}", tmp_path).start()
+    args = ("--state-dir", str(tmp_path / "state")) if store == "rocksdb" else ()
+    worker = Worker(flow, bootstrap, f"sb-{uid}", tmp_path, args=args).start()
     worker.wait_ready()
     half = len(lines) // 2
     await produce_lines(bootstrap, lines[:half])
     worker.wait_for(FLOW, f"c{uid}-2", lambda b: True)
     worker.stop(signal.SIGKILL)
     await produce_lines(bootstrap, lines[half:])
-    worker = Worker(flow, bootstrap, f"sb-{uid}", tmp_path).start()
+    worker = Worker(flow, bootstrap, f"sb-{uid}", tmp_path, args=args).start()
     try:
         worker.wait_ready()
         for inst in want["instances"]:
@@ -304,3 +306,130 @@ async def test_two_workers_share_the_partitions_and_answer_for_each_other(
     finally:
         second.stop()
         assert first.stop() == 0
+
+
+PAYMENT_SCHEMA = {
+    "type": "record",
+    "name": "PaymentEvent",
+    "fields": [
+        {"name": "eventType", "type": "string"},
+        {"name": "eventId", "type": "string"},
+        {"name": "orderId", "type": "string"},
+        {"name": "paymentId", "type": ["null", "string"], "default": None},
+    ],
+}
+
+
+async def test_avro_sources_decode_and_a_wrong_schema_is_dead_lettered(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    import io
+
+    import fastavro
+    from aiokafka import AIOKafkaProducer
+
+    uid = uuid.uuid4().hex[:8]
+    flow, topics = flow_file(tmp_path, uid, mode="observe")
+    await create_topics(bootstrap, topics)
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "payment.avsc").write_text(json.dumps(PAYMENT_SCHEMA))
+    config = tmp_path / "sagabridge.yaml"
+    config.write_text(
+        f"topics_dir: {tmp_path}\n"
+        f"sources:\n  kafka://payments.events.{uid}:\n"
+        "    {format: avro, schema_file: schemas/payment.avsc}\n"
+    )
+    key = f"a{uid}"
+    buf = io.BytesIO()
+    event = {"eventType": "payment.captured", "eventId": "c1", "orderId": key, "paymentId": "p1"}
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(PAYMENT_SCHEMA), event)
+    worker = Worker(flow, bootstrap, f"sb-{uid}", tmp_path, config=config).start()
+    try:
+        worker.wait_ready()
+        now = int(time.time() * 1000)
+        await produce_lines(bootstrap, retarget([placed(0, key), reserved(0.1, key)], uid, now))
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            # JSON where Avro is expected: the wrong schema for this source
+            await producer.send_and_wait(f"payments.events.{uid}", b'{"eventType": "x"}')
+            await producer.send_and_wait(f"payments.events.{uid}", buf.getvalue())
+        finally:
+            await producer.stop()
+        worker.wait_for(FLOW, key, lambda b: b["steps"]["pay"]["status"] == "DONE")
+        source = f"kafka://payments.events.{uid}".encode()
+        dlq = [
+            r
+            for r in await read_topic(bootstrap, "sagabridge.dlq")
+            if dict(r.headers).get("sagabridge.source") == source
+        ]
+        assert len(dlq) == 1
+        assert dlq[0].value == b'{"eventType": "x"}'
+        assert dict(dlq[0].headers)["sagabridge.error"].decode().startswith("cannot decode")
+    finally:
+        assert worker.stop() == 0
+
+
+def test_status_shows_an_instance_from_any_worker(bootstrap: str, tmp_path: Path) -> None:
+    import asyncio
+    import subprocess
+
+    from workers import SAGABRIDGE
+
+    uid = uuid.uuid4().hex[:8]
+    flow, topics = flow_file(tmp_path, uid, mode="observe")
+    asyncio.run(create_topics(bootstrap, topics))
+    worker = Worker(flow, bootstrap, f"sb-{uid}", tmp_path).start()
+    key = f"s{uid}"
+    try:
+        worker.wait_ready()
+        now = int(time.time() * 1000)
+        asyncio.run(produce_lines(bootstrap, retarget([placed(0, key)], uid, now)))
+        worker.wait_for(FLOW, key, lambda b: True)
+
+        def status(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [SAGABRIDGE, "status", FLOW, *args, "--url", worker.url],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+
+        shown = status(key)
+        assert shown.returncode == 0, shown.stderr
+        assert "RUNNING" in shown.stdout and "reserve" in shown.stdout
+        assert json.loads(status(key, "--json").stdout)["steps"]["reserve"]["status"] == "ACTIVE"
+        missing = status("nope")
+        assert missing.returncode == 1 and "no instance" in missing.stderr
+        assert worker.get("no-such-flow", "x")[0] == 404
+    finally:
+        assert worker.stop() == 0
+
+
+def test_run_refuses_bad_input_with_a_message(tmp_path: Path) -> None:
+    import subprocess
+
+    from workers import SAGABRIDGE
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SAGABRIDGE, "run", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+        )
+
+    no_bootstrap = run("--flows", str(EXAMPLE))
+    assert no_bootstrap.returncode == 2 and "setting bootstrap" in no_bootstrap.stderr
+    unreachable = run("--flows", str(EXAMPLE), "--bootstrap", "127.0.0.1:1")
+    assert unreachable.returncode == 1
+    assert "cannot reach Kafka at 127.0.0.1:1" in unreachable.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("flow: x\n")
+    bad_flow = run("--flows", str(bad), "--bootstrap", "127.0.0.1:1")
+    assert bad_flow.returncode == 1 and f"{bad}:1: key: required" in bad_flow.stderr
+    for result in (no_bootstrap, unreachable, bad_flow):
+        assert "Traceback" not in result.stderr

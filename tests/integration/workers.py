@@ -35,6 +35,8 @@ class Worker:
         app_id: str,
         log_dir: Path,
         port: int | None = None,
+        config: Path | None = None,
+        args: tuple[str, ...] = (),
         **env: str,
     ) -> None:
         self.flows = flows
@@ -47,6 +49,7 @@ class Worker:
         if bootstrap in TANSU:
             self.env["SAGABRIDGE_PRODUCER_BATCH_BYTES"] = "1"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.args = (*args, *(["--config", str(config)] if config else []))
 
     def start(self) -> Worker:
         cmd = [
@@ -58,6 +61,7 @@ class Worker:
             self.bootstrap,
             "--web-port",
             str(self.port),
+            *self.args,
         ]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
