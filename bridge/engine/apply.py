@@ -36,7 +36,7 @@ from bridge.engine.state import (
     unpack_event,
 )
 from bridge.engine.timefmt import iso
-from bridge.flow.compiled import CompiledFlow, StepTable, Template, render
+from bridge.flow.compiled import Catalog, CompiledFlow, StepTable, Template, render
 
 _SATISFIED = (DONE, SKIPPED)
 _NO_DETAIL: dict[str, Any] = {}  # a successor may start once its predecessors are here
@@ -62,6 +62,13 @@ def backoff_ms(step: StepTable, attempt: int, next_id: str) -> int:
     if step.max_ms is not None:
         delay = min(delay, step.max_ms)  # `max` is a promise: jitter never passes it
     return max(delay, 0)
+
+
+def flow_for(catalog: Catalog, name: str, state: State | None) -> CompiledFlow | None:
+    """The flow version `state` runs on: its own once started, else the newest."""
+    if isinstance(state, Instance) and state.status is not None:
+        return catalog.get(name, state.version)
+    return catalog.get(name)
 
 
 def apply(flow: CompiledFlow, state: State | None, inp: Input) -> tuple[State | None, list[Effect]]:
@@ -376,31 +383,14 @@ class _Run:
     def send(self, step: StepTable, tpl: Template, action: str, attempt: int) -> None:
         env = self.envelope(step, tpl, action, attempt)
         self.fx.append(Command(tpl.to, env))
-        self.record(
-            "command.sent",
-            step.name,
-            {
-                "command": tpl.name,
-                "action": action,
-                "attempt": attempt,
-                "command_id": env["command_id"],
-                "to": tpl.to,
-            },
-        )
+        self.record("command.sent", step.name, _command_detail(tpl, env))
 
     def would_send(self, step: StepTable, tpl: Template, action: str, attempt: int) -> None:
         env = self.envelope(step, tpl, action, attempt)
         self.record(
             "command.would_send",
             step.name,
-            {
-                "command": tpl.name,
-                "action": action,
-                "attempt": attempt,
-                "command_id": env["command_id"],
-                "to": tpl.to,
-                "payload": env["payload"],
-            },
+            {**_command_detail(tpl, env), "payload": env["payload"]},
         )
 
     # -- time ---------------------------------------------------------------------------------
@@ -625,3 +615,13 @@ def _resolved(ev: Event, key: str, now: int) -> Event:
         ev.source,
         ev.version,
     )
+
+
+def _command_detail(tpl: Template, env: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "command": tpl.name,
+        "action": env["action"],
+        "attempt": env["attempt"],
+        "command_id": env["command_id"],
+        "to": tpl.to,
+    }

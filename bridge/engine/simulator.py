@@ -13,13 +13,13 @@ import re
 from collections import deque
 from typing import Any
 
-from bridge.engine.apply import apply
+from bridge.engine.apply import apply, flow_for
 from bridge.engine.effects import Command, DeadLetter, Effect, Forward, Lifecycle, Wake
 from bridge.engine.inputs import Associate, Input, Tick, entity_of
 from bridge.engine.match import Matcher, Message
 from bridge.engine.state import Instance, State
 from bridge.engine.timefmt import iso, parse_time
-from bridge.flow.compiled import CompiledFlow
+from bridge.flow.compiled import Catalog, CompiledFlow
 
 _SOURCE = re.compile(r"(kafka|sqs)://[A-Za-z0-9._\-]+")
 Entity = tuple[str, str | None, str]  # flow, alias (None for instances), key
@@ -28,11 +28,7 @@ _COUNTED = {"event.duplicate": "duplicates", "event.late": "late", "event.orphan
 
 class Simulator:
     def __init__(self, flows: list[CompiledFlow]) -> None:
-        self.versions = {(f.name, f.version): f for f in flows}
-        self.latest: dict[str, CompiledFlow] = {}
-        for f in flows:
-            if f.name not in self.latest or f.version > self.latest[f.name].version:
-                self.latest[f.name] = f
+        self.catalog = Catalog(flows)
         self.matcher = Matcher(flows)
         self.states: dict[Entity, State] = {}
         self.first_seen: dict[tuple[str, str], int] = {}
@@ -158,9 +154,8 @@ class Simulator:
             flow_name, key, alias = entity_of(inp)
             entity: Entity = (flow_name, alias, key)
             state = self.states.get(entity)
-            flow = self.latest[flow_name]
-            if isinstance(state, Instance) and state.status is not None:
-                flow = self.versions.get((flow_name, state.version), flow)
+            flow = flow_for(self.catalog, flow_name, state)
+            assert flow is not None  # the matcher only routes to loaded flows
             new, effects = apply(flow, state, inp)
             if new is None:
                 self.states.pop(entity, None)
@@ -206,7 +201,8 @@ class Simulator:
         for entity in order:
             state = self.states[entity]
             assert isinstance(state, Instance)
-            flow = self.versions.get((entity[0], state.version), self.latest[entity[0]])
+            flow = flow_for(self.catalog, entity[0], state)
+            assert flow is not None
             if state.status is None:
                 buffered.extend(
                     {"flow": entity[0], "key": state.key, "event": o[0], "id": o[2]}

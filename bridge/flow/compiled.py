@@ -7,7 +7,7 @@ same tables, so the picture is the behaviour.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
@@ -222,3 +222,24 @@ def read_kept(event: EventTable, payload: Any) -> dict[str, Any]:
         if value is not MISSING:
             out[p.text] = value
     return out
+
+
+class Catalog:
+    """The loaded flows by name and version: new instances take a flow's highest version, a
+    running instance keeps the one it started on."""
+
+    def __init__(self, flows: Iterable[CompiledFlow]) -> None:
+        self.versions = {(f.name, f.version): f for f in flows}
+        self.latest: dict[str, CompiledFlow] = {}
+        for f in sorted(self.versions.values(), key=lambda f: f.version):
+            self.latest[f.name] = f
+
+    def get(self, name: str, version: int | None = None) -> CompiledFlow | None:
+        if version is not None:
+            found = self.versions.get((name, version))
+            if found is not None:
+                return found
+        return self.latest.get(name)
+
+    def __iter__(self) -> Iterator[CompiledFlow]:
+        return iter(self.versions.values())

@@ -20,6 +20,7 @@ from faust.web import Request, Response, View
 
 from bridge.codecs import Codec, build_codec
 from bridge.config import Settings
+from bridge.engine.apply import flow_for
 from bridge.engine.effects import Command, Lifecycle
 from bridge.engine.inputs import Action, Tick
 from bridge.engine.match import Matcher
@@ -76,13 +77,9 @@ def traceparent(command_id: str) -> str:
 class Runtime:
     def __init__(self, settings: Settings, flows: Sequence[CompiledFlow]) -> None:
         self.settings = settings
-        self.flows = {(f.name, f.version): f for f in flows}
-        self.latest: dict[str, CompiledFlow] = {}
-        for f in flows:
-            if f.name not in self.latest or f.version > self.latest[f.name].version:
-                self.latest[f.name] = f
         self.partitions = settings.input_partitions
         self.processor = Processor(flows, self.partitions)
+        self.catalog = self.processor.catalog
         self.deadlines = DeadlineIndex()
         self.codecs: dict[str, Codec] = {}
         kafka_sources = sorted({s for f in flows for s in f.sources if s.startswith("kafka://")})
@@ -323,7 +320,8 @@ class Runtime:
         state = decode_state(raw)
         if not isinstance(state, Instance) or state.status is None:
             return None
-        flow = self.flows.get((flow_name, state.version), self.latest[flow_name])
+        flow = flow_for(self.catalog, flow_name, state)
+        assert flow is not None
         return instance_view(flow, state)
 
     async def submit_action(self, action: Action) -> None:
@@ -342,7 +340,7 @@ class Runtime:
                 body = {
                     "status": "ok" if ready else "starting",
                     "partitions": sorted(runtime._indexed),
-                    "flows": sorted(f"{n} v{v}" for n, v in runtime.flows),
+                    "flows": sorted(f"{f.name} v{f.version}" for f in runtime.catalog),
                     "uptime_s": round(time.time() - runtime.started_at, 1),
                 }
                 return self.json(body, status=200 if ready else 503)
@@ -350,9 +348,12 @@ class Runtime:
         @self.app.page("/api/flows/{flow}/instances/{key}")
         class InstanceView(View):
             async def get(self, request: Request, flow: str, key: str) -> Response:
-                if flow not in runtime.latest:
+                if flow not in runtime.catalog.latest:
                     return self.json(
-                        {"error": f"no flow named {flow!r}", "flows": sorted(runtime.latest)},
+                        {
+                            "error": f"no flow named {flow!r}",
+                            "flows": sorted(runtime.catalog.latest),
+                        },
                         status=404,
                     )
                 ek = entity_key(flow, key, None).encode()

@@ -12,12 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bridge.engine.apply import apply
+from bridge.engine.apply import apply, flow_for
 from bridge.engine.effects import Command, DeadLetter, Forward, Lifecycle
 from bridge.engine.inputs import Associate, Input, entity_of
-from bridge.engine.state import Association, Instance, State, state_from_json
+from bridge.engine.state import State, state_from_json
 from bridge.engine.wire import entity_key, input_from_wire, input_to_wire
-from bridge.flow.compiled import CompiledFlow
+from bridge.flow.compiled import Catalog, CompiledFlow
 from bridge.runtime.routing import partition_for
 
 
@@ -68,13 +68,8 @@ def due_of(state: State | None, flow: str, key: str, alias: str | None) -> Due |
 
 class Processor:
     def __init__(self, flows: Iterable[CompiledFlow], partitions: int) -> None:
-        flows = list(flows)
         self.partitions = partitions
-        self.versions = {(f.name, f.version): f for f in flows}
-        self.latest: dict[str, CompiledFlow] = {}
-        for f in flows:
-            if f.name not in self.latest or f.version > self.latest[f.name].version:
-                self.latest[f.name] = f
+        self.catalog = Catalog(flows)
 
     def process(self, partition: int, batch: list[list[Any]], store: StateStore) -> Outbox:
         """Apply `batch`; the new states are in the outbox, not yet in the store.
@@ -89,8 +84,7 @@ class Processor:
         while queue:
             inp = queue.popleft()
             flow_name, key, alias = entity_of(inp)
-            flow = self.latest.get(flow_name)
-            if flow is None:
+            if flow_name not in self.catalog.latest:
                 out.dead.append(
                     DeadLetter(
                         "sagabridge.input",
@@ -105,8 +99,8 @@ class Processor:
             else:
                 raw = store.get(ek)
                 state = decode_state(raw) if raw is not None else None
-            if isinstance(state, Instance) and state.status is not None:
-                flow = self.versions.get((flow_name, state.version), flow)
+            flow = flow_for(self.catalog, flow_name, state)
+            assert flow is not None
             new, effects = apply(flow, state, inp)
             out.applied += 1
             touched[ek] = new
@@ -135,7 +129,3 @@ class Processor:
                 store.delete(ek)
             else:
                 store.put(ek, encode_state(st))
-
-
-def read_state(raw: bytes | None) -> Instance | Association | None:
-    return decode_state(raw) if raw is not None else None
