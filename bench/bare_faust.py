@@ -4,8 +4,9 @@ Run by bench/runtime.py as a subprocess (Faust wants its own process and event l
 
     bare_faust.py --bootstrap HOST:PORT --topics a,b,c --expect N --result FILE --app-id ID
 
-When the agent has seen N events it writes {"events", "first", "last"} (wall-clock seconds) to
-FILE and idles; the parent reads the file and stops the process.
+When the agent has seen N events it writes {"events", "first", "last", "cpu_s"} to FILE (wall-clock
+seconds of the first and last event, process CPU seconds between them) and idles; the parent reads
+the file and stops the process.
 """
 
 from __future__ import annotations
@@ -49,16 +50,21 @@ def main() -> None:
     @app.agent(topic, name="bare")
     async def bare(stream: AsyncIterator[bytes]) -> None:
         seen = 0
-        first = 0.0
+        first = cpu = 0.0
         async for value in stream:
             json.loads(value)
             seen += 1
             if seen == 1:
-                first = time.time()
+                first, cpu = time.time(), time.process_time()
             if seen == args.expect:
-                last = time.time()
+                found = {
+                    "events": seen,
+                    "first": first,
+                    "last": time.time(),
+                    "cpu_s": time.process_time() - cpu,
+                }
                 tmp = args.result.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"events": seen, "first": first, "last": last}))
+                tmp.write_text(json.dumps(found))
                 tmp.rename(args.result)  # the parent never reads a half-written file
 
     worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False)

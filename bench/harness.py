@@ -160,9 +160,7 @@ async def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -
 
 async def produce(bootstrap: str, records: Sequence[tuple[str, bytes, bytes]]) -> float:
     """(topic, key, value) records, batched; returns messages/s (acknowledged)."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024
-    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
     await producer.start()
     try:
         start = time.perf_counter()

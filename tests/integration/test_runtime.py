@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -433,3 +435,50 @@ def test_run_refuses_bad_input_with_a_message(tmp_path: Path) -> None:
     assert bad_flow.returncode == 1 and f"{bad}:1: key: required" in bad_flow.stderr
     for result in (no_bootstrap, unreachable, bad_flow):
         assert "Traceback" not in result.stderr
+
+
+def test_embedded_runs_a_broker_of_its_own_and_stops_it(tmp_path: Path) -> None:
+    import subprocess
+
+    from workers import FAST_GROUP, SAGABRIDGE
+
+    from bridge.runtime.embedded import free_port
+
+    port = free_port()
+    env = {**os.environ, **FAST_GROUP}
+    log = (tmp_path / "embedded.log").open("wb")
+    proc = subprocess.Popen(
+        [SAGABRIDGE, "run", "--embedded", "--flows", str(EXAMPLE), "--web-port", str(port)],
+        stdout=log,
+        stderr=log,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    if json.loads(r.read())["status"] == "ok":
+                        break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.3)
+        else:
+            raise AssertionError((tmp_path / "embedded.log").read_text()[-3000:])
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert children, "the embedded broker runs as a child of the worker"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        for pid in children:  # the broker went with it
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+            )
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
