@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,9 @@ from typing import Any
 import faust
 import structlog
 from faust.exceptions import SameNode
+from faust.streams import _current_event
 from faust.web import Request, Response, View
+from mode import Service
 
 from bridge.codecs import Codec, build_codec
 from bridge.config import Settings
@@ -31,8 +35,11 @@ from bridge.flow.compiled import CompiledFlow
 from bridge.runtime.deadlines import DeadlineIndex
 from bridge.runtime.kafka import client_kwargs
 from bridge.runtime.processor import Outbox, Processor, decode_state, due_of
-from bridge.runtime.router import Router, SourceRecord
+from bridge.runtime.router import Router
 from bridge.runtime.routing import partition_for
+from bridge.sinks.kafka import KafkaSink
+from bridge.sources.kafka import KafkaSource
+from bridge.sources.record import SourceRecord
 
 log = structlog.get_logger("sagabridge")
 
@@ -94,23 +101,43 @@ class Runtime:
         self.input_topic = self.app.topic(
             settings.input_topic, partitions=self.partitions, internal=True, **raw
         )
-        self.lifecycle_topic = self.app.topic(settings.lifecycle_topic, internal=True, **raw)
-        self.dlq_topic = self.app.topic(settings.dlq_topic, internal=True, **raw)
-        self._out_topics: dict[str, Any] = {}
         # bytes keys and values: Faust then uses its raw serializer for the changelog too.
+        # use_partitioner: a state's changelog partition is its key's, the same partition
+        # the router sends its inputs to, so states can be stored after a batch is acknowledged.
         self.table = self.app.Table(
-            "state", partitions=self.partitions, key_type=bytes, value_type=bytes
+            "state",
+            partitions=self.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            use_partitioner=True,
         )
         self.store = _TableStore(self.table)
         self._indexed: frozenset[int] = frozenset()
         self.started_at = time.time()
-        if kafka_sources:
-            topics = self.app.topic(*(s.removeprefix("kafka://") for s in kafka_sources), **raw)
-            self.app.agent(topics, name="sagabridge-sources")(self._sources_agent)
+        self.client = client_kwargs(settings)
+        self.sink = KafkaSink(self.client)
+        self.source = (
+            KafkaSource(
+                self.client,
+                f"{settings.app_id}-sources",
+                [s.removeprefix("kafka://") for s in kafka_sources],
+                self._route,
+                batch_size=settings.batch_size,
+                batch_ms=settings.batch_ms,
+                session_timeout_s=settings.group_session_timeout,
+                heartbeat_s=settings.group_heartbeat_interval,
+                rebalance_timeout_s=settings.group_rebalance_timeout,
+            )
+            if kafka_sources
+            else None
+        )
+        self.pipes = _Pipes(self)
+        self.counts = {"routed": 0, "applied": 0, "commands": 0, "dead_lettered": 0}
         self.app.agent(self.input_topic, name="sagabridge-inputs")(self._inputs_agent)
         self.app.timer(interval=settings.tick_ms / 1000, name="sagabridge-deadlines")(
             self._fire_deadlines
         )
+        self.app.timer(interval=30.0, name="sagabridge-progress")(self._progress)
         self._add_views()
 
     def _make_app(self) -> faust.App:
@@ -142,53 +169,74 @@ class Runtime:
 
     # -- sources: raw messages to routed micro-batches ----------------------------------------
 
-    async def _sources_agent(self, stream: Any) -> None:
-        within = self.settings.batch_ms / 1000
-        async for events in stream.take_events(self.settings.batch_size, within=within):
-            records = [SourceRecord.from_faust(e.message) for e in events]
-            routed = await self.router.route(records)
-            for p, inputs in routed.inputs.items():
-                await self.input_topic.send(partition=p, value=_batch(inputs))
-            for record, reason in routed.dead:
+    async def _route(self, records: list[SourceRecord]) -> None:
+        """Route a batch of source messages to the input topic; return once all is acknowledged."""
+        routed = await self.router.route(records)
+        pending = [
+            await self.sink.send(self.settings.input_topic, _batch(inputs), partition=p)
+            for p, inputs in routed.inputs.items()
+        ]
+        for record, reason in routed.dead:
+            pending.append(
                 await self._dead_letter(
                     record.value, record.headers, record.key, reason, record.source
                 )
+            )
+        await self.sink.acknowledged(pending)
+        self.counts["routed"] += routed.matched
 
     # -- inputs: the engine, one micro-batch per message --------------------------------------
 
     async def _inputs_agent(self, stream: Any) -> None:
-        async for event in stream.events():
-            partition = event.message.partition
-            try:
-                batch = json.loads(event.value)["i"]
-                if not isinstance(batch, list):
-                    raise ValueError("'i' is not a list")
-            except (ValueError, KeyError, TypeError) as exc:
-                await self._dead_letter(
-                    event.value,
-                    {},
-                    event.key,
-                    f"not an input batch: {exc}",
-                    self.settings.input_topic,
-                )
-                continue
-            out = self.processor.process(partition, batch, self.store)
+        within = self.settings.batch_ms / 1000
+        async for events in stream.take_events(self.settings.batch_size, within=within):
+            out = Outbox()
+            by_partition: dict[int, Any] = {}
+            for event in events:
+                try:
+                    batch = json.loads(event.value)["i"]
+                    if not isinstance(batch, list):
+                        raise ValueError("'i' is not a list")
+                except (ValueError, KeyError, TypeError) as exc:
+                    reason = f"not an input batch: {exc}"
+                    await self.sink.acknowledged(
+                        [
+                            await self._dead_letter(
+                                event.value, [], event.key, reason, self.settings.input_topic
+                            )
+                        ]
+                    )
+                    continue
+                by_partition[event.message.partition] = event
+                self.processor.process(event.message.partition, batch, self.store, out)
             await self._send(out)
-            self.processor.store_states(out, self.store)
-            self.deadlines.update(partition, out.dues)
+            for partition, event in by_partition.items():
+                # Faust's RocksDB store picks its database by the current event's partition.
+                token = _current_event.set(weakref.ref(event))
+                try:
+                    self.processor.store_states(out, self.store, partition)
+                finally:
+                    _current_event.reset(token)
+            self.deadlines.update_all(out.dues, out.partitions)
+            self.counts["applied"] += out.applied
 
     async def _send(self, out: Outbox) -> None:
         """Send every effect of a batch and wait until Kafka acknowledged all of them."""
         pending: list[Any] = []
         for cmd in out.commands:
-            pending.append(await self._send_command(cmd))
+            sent = await self._send_command(cmd)
+            if sent is not None:
+                pending.append(sent)
         for rec in out.lifecycle:
             pending.append(await self._send_lifecycle(rec))
         for p, inputs in out.inputs.items():
-            pending.append(await self.input_topic.send(partition=p, value=_batch(inputs)))
+            pending.append(
+                await self.sink.send(self.settings.input_topic, _batch(inputs), partition=p)
+            )
         for dead in out.dead:
-            pending.append(await self._dead_letter(b"", {}, None, dead.reason, dead.source))
-        await asyncio.gather(*(p for p in pending if p is not None))
+            pending.append(await self._dead_letter(b"", [], None, dead.reason, dead.source))
+        await self.sink.acknowledged(pending)
+        self.counts["commands"] += len(out.commands)
 
     async def _send_command(self, cmd: Command) -> Any:
         env = cmd.envelope
@@ -202,11 +250,6 @@ class Runtime:
                 command_id=env["command_id"],
             )
             return None
-        topic = self._out_topics.get(name)
-        if topic is None:
-            topic = self._out_topics[name] = self.app.topic(
-                name, value_serializer="raw", key_serializer="raw"
-            )
         headers = {
             "command_id": env["command_id"],
             "traceparent": traceparent(env["command_id"]),
@@ -219,51 +262,50 @@ class Runtime:
             headers = {**headers, **extra}
         else:
             value = json.dumps(env, separators=(",", ":")).encode()
-        return await topic.send(
+        return await self.sink.send(
+            name,
+            value,
             key=str(env["key"]).encode(),
-            value=value,
             headers=[(k, v.encode()) for k, v in headers.items()],
-        )
-        log.info(
-            "command.sent",
-            flow=env["flow"],
-            key=env["key"],
-            step=env["step"],
-            command=env["name"],
-            action=env["action"],
-            attempt=env["attempt"],
-            to=cmd.to,
-            command_id=env["command_id"],
         )
 
     async def _send_lifecycle(self, rec: Lifecycle) -> Any:
-        record = lifecycle_record(rec)
-        sent = await self.lifecycle_topic.send(
-            key=rec.key.encode(), value=json.dumps(record, separators=(",", ":")).encode()
-        )
-        # structlog reserves `event` for the message: an event name in the detail is renamed.
-        fields = {("event_name" if k == "event" else k): v for k, v in rec.detail.items()}
-        if rec.step is not None:
-            fields["step"] = rec.step
-        log.info(rec.type, flow=rec.flow, key=rec.key, **fields)
-        return sent
+        record = json.dumps(lifecycle_record(rec), separators=(",", ":")).encode()
+        if log_debug():
+            # structlog reserves `event` for the message: an event name in the detail is renamed.
+            fields = {("event_name" if k == "event" else k): v for k, v in rec.detail.items()}
+            log.debug(rec.type, flow=rec.flow, key=rec.key, step=rec.step, **fields)
+        return await self.sink.send(self.settings.lifecycle_topic, record, key=rec.key.encode())
 
     async def _dead_letter(
         self,
         value: bytes | None,
-        headers: dict[str, bytes] | Any,
+        headers: list[tuple[str, bytes]],
         key: bytes | None,
         reason: str,
         source: str,
     ) -> Any:
-        out_headers = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-        out_headers += [
+        out_headers = [
+            *headers,
             ("sagabridge.error", reason.encode()),
             ("sagabridge.source", source.encode()),
         ]
-        sent = await self.dlq_topic.send(key=key, value=value or b"", headers=out_headers)
         log.warning("message.dead_lettered", source=source, reason=reason)
-        return sent
+        self.counts["dead_lettered"] += 1
+        return await self.sink.send(
+            self.settings.dlq_topic, value or b"", key=key, headers=out_headers
+        )
+
+    async def _progress(self) -> None:
+        """One summary line now and then, instead of a line per event."""
+        consumed = self.source.consumed if self.source is not None else 0
+        log.info(
+            "progress",
+            consumed=consumed,
+            **self.counts,
+            deadlines=len(self.deadlines),
+            partitions=sorted(self._indexed),
+        )
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -287,7 +329,9 @@ class Runtime:
             due = self.deadlines.pop_due(p, now)
             if due:
                 ticks = [input_to_wire(Tick(d.flow, d.key, now, d.alias)) for d in due]
-                await self.input_topic.send(partition=p, value=_batch(ticks))
+                await self.sink.acknowledged(
+                    [await self.sink.send(self.settings.input_topic, _batch(ticks), partition=p)]
+                )
 
     def _rebuild_index(self, assigned: frozenset[int]) -> None:
         for p in self._indexed - assigned:
@@ -326,9 +370,12 @@ class Runtime:
 
     async def submit_action(self, action: Action) -> None:
         ek = entity_key(action.flow, action.key, None)
-        await self.input_topic.send(
-            partition=partition_for(ek, self.partitions), value=_batch([input_to_wire(action)])
+        sent = await self.sink.send(
+            self.settings.input_topic,
+            _batch([input_to_wire(action)]),
+            partition=partition_for(ek, self.partitions),
         )
+        await self.sink.acknowledged([sent])
 
     def _add_views(self) -> None:
         runtime = self
@@ -373,6 +420,29 @@ class Runtime:
                         {"error": f"no instance of {flow} with key {key!r}"}, status=404
                     )
                 return self.json(found)
+
+
+class _Pipes(Service):
+    """The plain Kafka clients around the Faust stage: started and stopped with the worker."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self.runtime = runtime
+
+    async def on_start(self) -> None:
+        await self.runtime.sink.start()
+        if self.runtime.source is not None:
+            await self.runtime.source.start()
+            self.add_future(self.runtime.source.run())
+
+    async def on_stop(self) -> None:
+        if self.runtime.source is not None:
+            await self.runtime.source.stop()
+        await self.runtime.sink.stop()
+
+
+def log_debug() -> bool:
+    return logging.getLogger("sagabridge").isEnabledFor(logging.DEBUG)
 
 
 def _batch(inputs: list[Any]) -> bytes:

@@ -29,6 +29,10 @@ class DeadlineIndex:
                 entries[key] = (due, due.at)
                 heapq.heappush(heap, (due.at, key))
 
+    def update_all(self, dues: dict[str, Due | None], partitions: dict[str, int]) -> None:
+        for key, due in dues.items():
+            self.update(partitions[key], {key: due})
+
     def rebuild(self, partition: int, dues: Iterable[tuple[str, Due]]) -> None:
         self.drop(partition)
         self.update(partition, dict(dues))

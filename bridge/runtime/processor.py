@@ -49,6 +49,7 @@ class Outbox:
     inputs: dict[int, list[list[Any]]] = field(default_factory=dict)  # partition -> inputs
     dues: dict[str, Due | None] = field(default_factory=dict)  # state key -> next tick
     states: dict[str, State | None] = field(default_factory=dict)  # to store once sent
+    partitions: dict[str, int] = field(default_factory=dict)  # state key -> its partition
     applied: int = 0
 
 
@@ -71,14 +72,21 @@ class Processor:
         self.partitions = partitions
         self.catalog = Catalog(flows)
 
-    def process(self, partition: int, batch: list[list[Any]], store: StateStore) -> Outbox:
+    def process(
+        self,
+        partition: int,
+        batch: list[list[Any]],
+        store: StateStore,
+        out: Outbox | None = None,
+    ) -> Outbox:
         """Apply `batch`; the new states are in the outbox, not yet in the store.
 
         The caller stores them (`store_states`) only once every effect was acknowledged: a
         crash in between replays the batch on the old states, which sends the same effects
-        again (same ids) instead of losing them.
+        again (same ids) instead of losing them. Several batches may share one outbox: each
+        sees the states the earlier ones left.
         """
-        out = Outbox()
+        out = Outbox() if out is None else out
         touched = out.states
         queue: deque[Input] = deque(input_from_wire(w) for w in batch)
         while queue:
@@ -104,6 +112,7 @@ class Processor:
             new, effects = apply(flow, state, inp)
             out.applied += 1
             touched[ek] = new
+            out.partitions[ek] = partition
             out.dues[ek] = due_of(new, flow_name, key, alias)
             for fx in effects:
                 if isinstance(fx, Command):
@@ -123,8 +132,11 @@ class Processor:
         return out
 
     @staticmethod
-    def store_states(out: Outbox, store: StateStore) -> None:
+    def store_states(out: Outbox, store: StateStore, partition: int | None = None) -> None:
+        """Write the batch's states, or only those of one partition."""
         for ek, st in out.states.items():
+            if partition is not None and out.partitions[ek] != partition:
+                continue
             if st is None:
                 store.delete(ek)
             else:

@@ -13,36 +13,7 @@ from bridge.engine.timefmt import parse_time
 from bridge.engine.wire import input_to_wire
 from bridge.errors import DecodeError
 from bridge.runtime.routing import target_of
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """One message as a source delivered it, before decoding."""
-
-    source: str  # kafka://topic or sqs://queue
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    key: bytes | None
-    timestamp_ms: int
-    default_id: str  # topic/partition/offset, or the SQS MessageId
-
-    @classmethod
-    def from_faust(cls, message: Any) -> SourceRecord:
-        source = f"kafka://{message.topic}"
-        headers = message.headers or []
-        if isinstance(headers, Mapping):
-            headers = list(headers.items())
-        return cls(
-            source=source,
-            value=message.value,
-            headers=[
-                (str(k), v if isinstance(v, bytes) else b"" if v is None else str(v).encode())
-                for k, v in headers
-            ],
-            key=message.key,
-            timestamp_ms=int(message.timestamp * 1000),
-            default_id=f"{source}/{message.partition}/{message.offset}",
-        )
+from bridge.sources.record import SourceRecord
 
 
 @dataclass(slots=True)
@@ -102,3 +73,6 @@ class Router:
                 _, partition = target_of(event, self.partitions)
                 out.inputs.setdefault(partition, []).append(input_to_wire(event))
         return out
+
+
+__all__ = ["RoutedBatch", "Router", "SourceRecord"]

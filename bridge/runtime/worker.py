@@ -43,6 +43,7 @@ def run_worker(settings: Settings, flows: list[CompiledFlow]) -> None:
         )
         worker = faust.Worker(
             runtime.app,
+            runtime.pipes,
             loglevel=settings.log_level,
             logging_config=logging_config(settings.log_level),
             redirect_stdouts=False,

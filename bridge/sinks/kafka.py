@@ -1,0 +1,63 @@
+"""Everything the worker writes to Kafka goes through one aiokafka producer: routed inputs,
+commands, lifecycle records, dead letters. `send` returns the delivery future, so a caller can
+send a whole batch and then wait for all acknowledgements at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from bridge.errors import BrokerError
+
+
+class KafkaSink:
+    def __init__(self, client: dict[str, Any], linger_ms: int = 2) -> None:
+        self._client = client
+        self._linger_ms = linger_ms
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            **self._client, acks="all", linger_ms=self._linger_ms, max_request_size=4_194_304
+        )
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise BrokerError(
+                f"cannot start a producer on {self._client['bootstrap_servers']}: {exc}"
+            ) from None
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Iterable[tuple[str, bytes]] = (),
+    ) -> asyncio.Future[Any]:
+        """Queue one record; the returned future resolves when Kafka acknowledged it."""
+        assert self._producer is not None, "KafkaSink.start() first"
+        try:
+            fut: asyncio.Future[Any] = await self._producer.send(
+                topic, value, key=key, partition=partition, headers=list(headers) or None
+            )
+        except KafkaError as exc:
+            raise BrokerError(f"cannot send to {topic}: {exc}") from None
+        return fut
+
+    @staticmethod
+    async def acknowledged(futures: list[asyncio.Future[Any]]) -> None:
+        """Wait until every record of a batch is acknowledged; BrokerError if one was not."""
+        try:
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise BrokerError(f"Kafka did not acknowledge a write: {exc}") from None
