@@ -1,4 +1,4 @@
-"""Sinks: where commands go. Kafka topics are written by the Faust runtime; SQS queues here."""
+"""Sinks: where commands go: Kafka topics (`kafka`) and SQS queues (`sqs`)."""
 
 from bridge.sinks.sqs import SqsSink
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -34,10 +35,11 @@ __all__ = ["SqsSink"]
 
 log = structlog.get_logger("sagabridge")
 
-BATCH_BYTES = 256 * 1024  # SendMessageBatch payload limit (ElasticMQ's strict limits; AWS: 1 MiB)
+BATCH_BYTES = 256 * 1024  # per SendMessageBatch: AWS allows 1 MiB since 2025, older servers 256 KiB
 ATTEMPTS = 4  # per chunk: the first send and three retries of what failed
 BACKOFF_FIRST = 0.1
 IN_FLIGHT = 16  # concurrent SendMessageBatch calls per sink
+FIFO_LANES = 8  # concurrent sequences of calls per FIFO queue, each holding whole groups
 MAX_ATTRIBUTES = 10  # SQS limit per message
 
 # MessageGroupId: 1-128 printable ASCII characters, no space.
@@ -142,14 +144,21 @@ class SqsSink:
 
     async def _send_queue(self, queue: str, entries: list[dict[str, Any]]) -> None:
         url = await self._url(queue)
-        chunks = list(_chunks(entries))
-        if queue.endswith(".fifo"):
-            # One chunk after the other: SQS keeps a group's order within a batch and across
-            # calls, not across concurrent calls.
-            for chunk in chunks:
-                await self._send_chunk(queue, url, chunk)
-        else:
+        if not queue.endswith(".fifo"):
+            chunks = _chunks(entries)
             await asyncio.gather(*(self._send_chunk(queue, url, chunk) for chunk in chunks))
+            return
+        # SQS keeps a group's order within a batch and across calls sent one after the other,
+        # not across concurrent calls: each group goes into one lane, sent in order.
+        lanes: dict[int, list[dict[str, Any]]] = {}
+        for entry in entries:
+            lane = zlib.crc32(entry["MessageGroupId"].encode()) % FIFO_LANES
+            lanes.setdefault(lane, []).append(entry)
+        await asyncio.gather(*(self._send_in_order(queue, url, lane) for lane in lanes.values()))
+
+    async def _send_in_order(self, queue: str, url: str, entries: list[dict[str, Any]]) -> None:
+        for chunk in _chunks(entries):
+            await self._send_chunk(queue, url, chunk)
 
     async def _send_chunk(self, queue: str, url: str, chunk: list[dict[str, Any]]) -> None:
         pending = chunk

@@ -111,7 +111,7 @@ class SqsSource:
         self._urls: dict[str, str] = {}
 
     async def open(self) -> None:
-        """Connect and resolve every queue URL; `run()` calls it, callers may to fail early."""
+        """Connect and resolve every queue URL. `run()` does it first; call it to fail early."""
         if self._client is None:
             # Each queue holds PREFETCH long polls open; deletes and extensions need room too.
             pool = len(self.queues) * (PREFETCH + 2) + 4
@@ -276,7 +276,7 @@ class _QueuePoller:
                     log.error(
                         "sqs.dead_letter_failed",
                         queue=self.queue,
-                        message_message_id=held.record.default_id,
+                        message_id=held.record.default_id,
                         error=_error_text(dlq_exc),
                     )
                     self._forget([held])
@@ -376,7 +376,8 @@ class _QueuePoller:
 
         async def chunk(part: list[_Held]) -> list[tuple[_Held, str, str]]:
             pending = dict(enumerate(part))
-            failed: list[tuple[_Held, str, str]] = []
+            hopeless: list[tuple[_Held, str, str]] = []  # not worth another try
+            failed: list[tuple[_Held, str, str]] = []  # failed in the last try
             delay = BACKOFF_FIRST
             for attempt in range(attempts):
                 if attempt:
@@ -396,14 +397,17 @@ class _QueuePoller:
                 failed = []
                 retry: dict[int, _Held] = {}
                 for entry in reply.get("Failed") or []:
-                    held = pending[int(entry["Id"])]
-                    failed.append((held, entry.get("Code", "?"), entry.get("Message", "")))
-                    if not entry.get("SenderFault") and entry.get("Code") not in _HANDLE_GONE:
-                        retry[int(entry["Id"])] = held
+                    index, code = int(entry["Id"]), entry.get("Code", "?")
+                    why = (pending[index], code, entry.get("Message", ""))
+                    if entry.get("SenderFault") or code in _HANDLE_GONE:
+                        hopeless.append(why)
+                    else:
+                        failed.append(why)
+                        retry[index] = pending[index]
                 if not retry:
                     break
                 pending = retry
-            return failed
+            return hopeless + failed
 
         results = await asyncio.gather(*(chunk(part) for part in _chunked(batch, RECEIVE_MAX)))
         return [f for part in results for f in part]
