@@ -31,6 +31,7 @@ from bridge.engine.match import Matcher
 from bridge.engine.simulator import instance_view, lifecycle_record
 from bridge.engine.state import Instance
 from bridge.engine.wire import entity_key, input_to_wire
+from bridge.errors import SagabridgeError
 from bridge.flow.compiled import CompiledFlow
 from bridge.runtime.deadlines import DeadlineIndex
 from bridge.runtime.kafka import client_kwargs
@@ -209,7 +210,7 @@ class Runtime:
                     continue
                 by_partition[event.message.partition] = event
                 self.processor.process(event.message.partition, batch, self.store, out)
-            await self._send(out)
+            await self._send_until_acknowledged(out)
             for partition, event in by_partition.items():
                 # Faust's RocksDB store picks its database by the current event's partition.
                 token = _current_event.set(weakref.ref(event))
@@ -219,6 +220,19 @@ class Runtime:
                     _current_event.reset(token)
             self.deadlines.update_all(out.dues, out.partitions)
             self.counts["applied"] += out.applied
+
+    async def _send_until_acknowledged(self, out: Outbox) -> None:
+        """Faust acks a taken batch even when the agent fails, so a failed send must not raise
+        out of the agent: it is sent again (same ids) until Kafka takes it."""
+        pause = 0.5
+        while True:
+            try:
+                await self._send(out)
+                return
+            except SagabridgeError as exc:
+                log.error("effects.send_failed", error=str(exc), retry_in_s=pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
 
     async def _send(self, out: Outbox) -> None:
         """Send every effect of a batch and wait until Kafka acknowledged all of them."""
@@ -329,9 +343,14 @@ class Runtime:
             due = self.deadlines.pop_due(p, now)
             if due:
                 ticks = [input_to_wire(Tick(d.flow, d.key, now, d.alias)) for d in due]
-                await self.sink.acknowledged(
-                    [await self.sink.send(self.settings.input_topic, _batch(ticks), partition=p)]
-                )
+                try:
+                    sent = await self.sink.send(
+                        self.settings.input_topic, _batch(ticks), partition=p
+                    )
+                    await self.sink.acknowledged([sent])
+                except SagabridgeError as exc:
+                    # The index offers these deadlines again after RESEND_MS.
+                    log.error("deadlines.send_failed", error=str(exc), ticks=len(ticks))
 
     def _rebuild_index(self, assigned: frozenset[int]) -> None:
         for p in self._indexed - assigned:

@@ -106,7 +106,7 @@ class Worker:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
 
-    def wait_for(self, flow: str, key: str, check: Any, timeout: float = 30) -> dict[str, Any]:
+    def wait_for(self, flow: str, key: str, check: Any, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
