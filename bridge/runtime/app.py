@@ -7,6 +7,7 @@ code with its own tests; this module wires them to topics, the table, a timer an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -39,8 +40,10 @@ from bridge.runtime.processor import Outbox, Processor, decode_state, due_of
 from bridge.runtime.router import Router
 from bridge.runtime.routing import partition_for
 from bridge.sinks.kafka import KafkaSink
+from bridge.sinks.sqs import SqsSink
 from bridge.sources.kafka import KafkaSource
 from bridge.sources.record import SourceRecord
+from bridge.sources.sqs import SqsSource
 
 log = structlog.get_logger("sagabridge")
 
@@ -90,8 +93,10 @@ class Runtime:
         self.catalog = self.processor.catalog
         self.deadlines = DeadlineIndex()
         self.codecs: dict[str, Codec] = {}
-        kafka_sources = sorted({s for f in flows for s in f.sources if s.startswith("kafka://")})
-        for source in kafka_sources:
+        sources = sorted({s for f in flows for s in f.sources})
+        kafka_sources = [s for s in sources if s.startswith("kafka://")]
+        sqs_sources = [s for s in sources if s.startswith("sqs://")]
+        for source in sources:
             self.codecs[source] = build_codec(settings.codec_for(source), settings.topics_dir)
         for endpoint, config in settings.sources.items():  # codecs for command destinations
             if endpoint not in self.codecs:
@@ -130,6 +135,35 @@ class Runtime:
                 rebalance_timeout_s=settings.group_rebalance_timeout,
             )
             if kafka_sources
+            else None
+        )
+        self.sqs_source = (
+            SqsSource(
+                endpoint_url=settings.sqs_endpoint,
+                region=settings.sqs.region,
+                queues=sqs_sources,
+                wait_time_seconds=settings.sqs.wait_time_seconds,
+                visibility_timeout=settings.sqs.visibility_timeout,
+                max_receives=settings.sqs.max_receives,
+                handoff=self._route,
+                dead_letter=self._sqs_dead_letter,
+            )
+            if sqs_sources
+            else None
+        )
+        uses_sqs = any(
+            t is not None and t.to.startswith("sqs://")
+            for f in flows
+            for step in f.steps
+            for t in (step.command, step.compensate)
+        )
+        self.sqs_sink = (
+            SqsSink(
+                endpoint_url=settings.sqs_endpoint,
+                region=settings.sqs.region,
+                codecs={k: v for k, v in self.codecs.items() if k.startswith("sqs://")},
+            )
+            if uses_sqs
             else None
         )
         self.pipes = _Pipes(self)
@@ -237,10 +271,13 @@ class Runtime:
     async def _send(self, out: Outbox) -> None:
         """Send every effect of a batch and wait until Kafka acknowledged all of them."""
         pending: list[Any] = []
+        to_sqs = [cmd for cmd in out.commands if cmd.to.startswith("sqs://")]
         for cmd in out.commands:
             sent = await self._send_command(cmd)
             if sent is not None:
                 pending.append(sent)
+        if to_sqs and self.sqs_sink is not None:
+            await self.sqs_sink.send(to_sqs)  # returns once SQS took every command
         for rec in out.lifecycle:
             pending.append(await self._send_lifecycle(rec))
         for p, inputs in out.inputs.items():
@@ -255,6 +292,8 @@ class Runtime:
     async def _send_command(self, cmd: Command) -> Any:
         env = cmd.envelope
         scheme, _, name = cmd.to.partition("://")
+        if scheme == "sqs":
+            return None  # sent in one batch by _send
         if scheme != "kafka":
             log.error(
                 "command.unsupported_destination",
@@ -309,6 +348,12 @@ class Runtime:
         return await self.sink.send(
             self.settings.dlq_topic, value or b"", key=key, headers=out_headers
         )
+
+    async def _sqs_dead_letter(self, record: SourceRecord, reason: str) -> None:
+        sent = await self._dead_letter(
+            record.value, record.headers, record.key, reason, record.source
+        )
+        await self.sink.acknowledged([sent])
 
     async def _progress(self) -> None:
         """One summary line now and then, instead of a line per event."""
@@ -447,14 +492,26 @@ class _Pipes(Service):
     def __init__(self, runtime: Runtime) -> None:
         super().__init__()
         self.runtime = runtime
+        self._sqs_task: asyncio.Future[None] | None = None
 
     async def on_start(self) -> None:
         await self.runtime.sink.start()
         if self.runtime.source is not None:
             await self.runtime.source.start()
             self.add_future(self.runtime.source.run())
+        if self.runtime.sqs_source is not None:
+            await self.runtime.sqs_source.open()  # a missing queue stops start-up here
+            self._sqs_task = asyncio.ensure_future(self.runtime.sqs_source.run())
 
     async def on_stop(self) -> None:
+        if self._sqs_task is not None:
+            self._sqs_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sqs_task
+        if self.runtime.sqs_source is not None:
+            await self.runtime.sqs_source.close()
+        if self.runtime.sqs_sink is not None:
+            await self.runtime.sqs_sink.close()
         if self.runtime.source is not None:
             await self.runtime.source.stop()
         await self.runtime.sink.stop()

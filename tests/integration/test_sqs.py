@@ -8,16 +8,15 @@ import base64
 import contextlib
 import inspect
 import json
-import os
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiobotocore.session import get_session
+from servers import start_elasticmq, stop_elasticmq
 
 from bridge.codecs import CloudEventsCodec
 from bridge.engine.effects import Command
@@ -32,36 +31,6 @@ pytestmark = pytest.mark.sqs
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "brokers" / "elasticmq.sh"
 REGION = "us-east-1"
-
-
-def start_elasticmq(port: int) -> str:
-    started = subprocess.run(
-        [SCRIPT, "start", str(port)], check=True, capture_output=True, text=True, timeout=90
-    )
-    return started.stdout.strip().rpartition("endpoint=")[2]
-
-
-def stop_elasticmq(port: int) -> None:
-    subprocess.run([SCRIPT, "stop", str(port)], check=False, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ACCESS_KEY_ID", "x")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "x")
-        env.delenv("AWS_PROFILE", raising=False)
-        env.delenv("AWS_SESSION_TOKEN", raising=False)
-        external = os.environ.get("SAGABRIDGE_TEST_SQS_ENDPOINT")
-        if external:
-            yield external
-            return
-        subprocess.run([SCRIPT, "fetch"], check=True, timeout=600)
-        port = free_port()
-        try:
-            yield start_elasticmq(port)
-        finally:
-            stop_elasticmq(port)
 
 
 @pytest.fixture
