@@ -194,6 +194,18 @@ def run(
                 "given; pass --bootstrap HOST:PORT, or --embedded for the built-in broker"
             )
         compiled = load_compiled(settings.flows)
+        uses_sqs = any(e.source.startswith("sqs://") for f in compiled for e in f.events.values())
+        uses_sqs = uses_sqs or any(
+            t is not None and t.to.startswith("sqs://")
+            for f in compiled
+            for s in f.steps
+            for t in (s.command, s.compensate)
+        )
+        if uses_sqs and settings.embedded and not settings.sqs_endpoint:
+            raise ConfigError(
+                "setting sqs_endpoint (or --sqs-endpoint, SAGABRIDGE_SQS_ENDPOINT): the flows use "
+                "sqs:// queues and the embedded broker has no SQS; point it at an SQS server"
+            )
     except FlowError as exc:
         _fail(exc.problems)
     except ConfigError as exc:

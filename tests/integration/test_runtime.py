@@ -445,10 +445,11 @@ def test_embedded_runs_a_broker_of_its_own_and_stops_it(tmp_path: Path) -> None:
     from bridge.runtime.embedded import free_port
 
     port = free_port()
+    flow, _ = flow_file(tmp_path, uuid.uuid4().hex[:8])  # Kafka only: no SQS here
     env = {**os.environ, **FAST_GROUP}
     log = (tmp_path / "embedded.log").open("wb")
     proc = subprocess.Popen(
-        [SAGABRIDGE, "run", "--embedded", "--flows", str(EXAMPLE), "--web-port", str(port)],
+        [SAGABRIDGE, "run", "--embedded", "--flows", str(flow), "--web-port", str(port)],
         stdout=log,
         stderr=log,
         env=env,
@@ -481,4 +482,22 @@ def test_embedded_runs_a_broker_of_its_own_and_stops_it(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         log.close()
+
+
+def test_embedded_refuses_sqs_flows_without_an_sqs_endpoint(tmp_path: Path) -> None:
+    import subprocess
+
+    from workers import SAGABRIDGE
+
+    result = subprocess.run(
+        [SAGABRIDGE, "run", "--embedded", "--flows", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "setting sqs_endpoint" in result.stderr and "Traceback" not in result.stderr
