@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_ms: int = Field(default=20, ge=1, le=1_000)
     tick_ms: int = Field(default=200, ge=10, le=1_000)
+    fetch_wait_ms: int = Field(default=100, ge=1, le=1_500)  # longest a fetch may wait
     create_topics: bool = True
     # Tansu reports a partition's end offset from the last batch's first record, so a changelog
     # read to that end misses records; one record per batch (1 byte) avoids that there.

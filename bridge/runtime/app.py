@@ -20,6 +20,7 @@ import faust
 import structlog
 from faust.exceptions import SameNode
 from faust.streams import _current_event
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web import Request, Response, View
 from mode import Service
 
@@ -102,6 +103,7 @@ class Runtime:
             if endpoint not in self.codecs:
                 self.codecs[endpoint] = build_codec(config, settings.topics_dir)
         self.router = Router(Matcher(flows), self.codecs, self.partitions)
+        _short_fetch_wait(settings.fetch_wait_ms)
         self.app = self._make_app()
         raw: dict[str, Any] = {"value_serializer": "raw", "key_serializer": "raw"}
         self.input_topic = self.app.topic(
@@ -118,6 +120,9 @@ class Runtime:
             use_partitioner=True,
         )
         self.store = _TableStore(self.table)
+        # Faust holds back input delivery while more than 100 changelog records wait to go
+        # out; a micro-batch writes hundreds at once, so allow many more.
+        self.app.producer.buffer.max_messages = 20 * settings.batch_size
         self._indexed: frozenset[int] = frozenset()
         self.started_at = time.time()
         self.client = client_kwargs(settings)
@@ -130,6 +135,7 @@ class Runtime:
                 self._route,
                 batch_size=settings.batch_size,
                 batch_ms=settings.batch_ms,
+                fetch_wait_ms=settings.fetch_wait_ms,
                 session_timeout_s=settings.group_session_timeout,
                 heartbeat_s=settings.group_heartbeat_interval,
                 rebalance_timeout_s=settings.group_rebalance_timeout,
@@ -179,7 +185,7 @@ class Runtime:
         s = self.settings
         state_dir = s.state_dir or Path(".sagabridge")
         (state_dir / f"{s.app_id}-data").mkdir(parents=True, exist_ok=True)
-        return faust.App(
+        return _App(
             s.app_id,
             broker=";".join(f"kafka://{b.strip()}" for b in (s.bootstrap or "").split(",")),
             broker_credentials=_credentials(s),
@@ -484,6 +490,40 @@ class Runtime:
                         {"error": f"no instance of {flow} with key {key!r}"}, status=404
                     )
                 return self.json(found)
+
+
+class _App(faust.App):
+    """Faust's App, with a cheaper producer check on the changelog path."""
+
+    _producer_lock: asyncio.Lock | None = None
+
+    async def maybe_start_producer(self) -> Any:
+        # Faust wraps this in a `stampede` that yields to the loop three times per call, once
+        # per changelog record: a batch of writes then stalls input delivery for seconds.
+        producer = self.producer
+        if not producer.started:
+            if self._producer_lock is None:
+                self._producer_lock = asyncio.Lock()
+            async with self._producer_lock:
+                await producer.maybe_start()
+        return producer
+
+
+def _short_fetch_wait(wait_ms: int) -> None:
+    """Faust creates its consumer with a fixed 1.5 s fetch wait; some brokers (Tansu) hold a
+    fetch for part of it even when records arrive, which would be every event's latency."""
+    driver = faust_aiokafka.AIOKafkaConsumerThread
+    original = driver._create_worker_consumer
+    if getattr(original, "_sagabridge", False):
+        return
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = wait_ms  # read when the consumer starts its fetcher
+        return consumer
+
+    create._sagabridge = True  # type: ignore[attr-defined]
+    setattr(driver, "_create_worker_consumer", create)  # noqa: B010
 
 
 class _Pipes(Service):

@@ -43,6 +43,7 @@ class KafkaSource:
         handoff: Handoff,
         batch_size: int = 500,
         batch_ms: int = 20,
+        fetch_wait_ms: int = 100,
         session_timeout_s: float = 10.0,
         heartbeat_s: float = 1.0,
         rebalance_timeout_s: float = 5.0,
@@ -57,6 +58,7 @@ class KafkaSource:
             "heartbeat_interval_ms": int(heartbeat_s * 1000),
             "rebalance_timeout_ms": int(rebalance_timeout_s * 1000),
             "max_poll_records": batch_size,
+            "fetch_max_wait_ms": fetch_wait_ms,
         }
         self._topics = topics
         self._consumer: AIOKafkaConsumer | None = None
