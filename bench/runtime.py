@@ -1,17 +1,19 @@
 """Runtime benchmark: raw aiokafka, a bare Faust agent and `sagabridge run`, one broker, one run.
 
-All three consume the same pre-produced events: N orders x (OrderPlaced, InventoryReserved,
-PaymentCaptured) on a Kafka-only copy of the example flow in orchestrate mode, so every event
-makes the worker send a command (ReserveInventory, CapturePayment, DispatchShipment). Then, on
-the same worker, OrderPlaced events at half the measured rate give the event-to-command latency.
+All three consume the same events: N orders x (OrderPlaced, InventoryReserved, PaymentCaptured)
+on a Kafka-only copy of the example flow in orchestrate mode, so every event makes the worker send
+a command (ReserveInventory, CapturePayment, DispatchShipment). The first two read them
+pre-produced; the worker gets them produced at full speed once it is ready (see saga_throughput).
+Then, on the same worker, OrderPlaced events at half the measured rate give the event-to-command
+latency.
 
-    bench/runtime.py                    Tansu (in-memory, started and stopped here)
+    bench/runtime.py                    Tansu (in memory, started and stopped here)
     bench/runtime.py --kafka            Apache Kafka 4 through brokers/kafka.sh
-    bench/runtime.py --bootstrap H:P    an existing broker
+    bench/runtime.py --bootstrap H:P    an existing broker (add --tansu-quirks for Tansu)
 
 Targets: sagabridge >= 0.75 x bare Faust (events/s); p99 event-to-command latency < 50 ms.
-Figures go to stdout and to bench/results/runtime-<broker>.json; the exit code is 0 whether or
-not a target is met (the figures are the point), 1 only when the benchmark itself failed.
+Figures go to stdout and to bench/results/runtime-<broker>.json. The exit code is 0 whether or
+not a target is met (the figures are the point); 1 when the benchmark itself failed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +43,12 @@ from bridge.runtime.embedded import free_port
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 EXAMPLE = ROOT / "examples" / "flows" / "order-fulfilment.yaml"
-SAGABRIDGE = str(Path(sys.executable).parent / "sagabridge")
+BIN = Path(sys.executable).parent
 SOURCES = ["orders.events", "inventory.events", "payments.events"]
 COMMANDS = ["inventory.commands", "payments.commands", "shipping.commands"]
 FLOW_TOPICS = [*SOURCES, "shipping.events", *COMMANDS]
 TOPIC_PARTITIONS = 3
-LAG = 1000  # orders between an order's events: each of its events lands in another micro-batch
+LAG = 1000  # orders between an order's events: its three events land in different micro-batches
 SAGA_TARGET = 0.75
 P99_TARGET_MS = 50.0
 
@@ -80,8 +83,11 @@ def placed(order: str) -> bytes:
     )
 
 
-def order_events(uid: str, orders: int) -> list[tuple[str, bytes, bytes]]:
-    """(topic, key, value): each order's three events LAG orders apart, orders interleaved."""
+def order_events(orders: int, uid: str) -> list[tuple[str, bytes, bytes]]:
+    """(topic, key, value): each order's three events LAG orders apart, orders interleaved.
+
+    Only the topic names depend on `uid`: every phase gets the same keys and values.
+    """
     out: list[tuple[str, bytes, bytes]] = []
     for step in range(orders + 2 * LAG):
         if step < orders:
@@ -109,7 +115,7 @@ def order_events(uid: str, orders: int) -> list[tuple[str, bytes, bytes]]:
 async def raw_consume(bootstrap: str, topics: list[str], expect: int) -> float:
     """Messages/s of a group-less consumer reading and JSON-decoding `expect` messages.
 
-    The clock starts before the first fetch: a first batch can hold most of the events.
+    The clock starts before the first fetch: one fetch can return most of the events.
     """
     async with assigned(bootstrap, topics) as (consumer, _):
         seen = 0
@@ -129,21 +135,11 @@ async def raw_consume(bootstrap: str, topics: list[str], expect: int) -> float:
 
 
 def bare_faust(broker: Broker, topics: list[str], expect: int, work: Path) -> dict[str, Any]:
+    """bench/bare_faust.py in its own process; it reports first/last event times itself."""
     result = work / "bare-faust.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "bench" / "bare_faust.py"),
-        "--bootstrap",
-        broker.bootstrap,
-        "--topics",
-        ",".join(topics),
-        "--expect",
-        str(expect),
-        "--result",
-        str(result),
-        "--app-id",
-        f"bench-bare-{work.name}",
-    ]
+    cmd = [sys.executable, str(ROOT / "bench" / "bare_faust.py"), "--bootstrap", broker.bootstrap]
+    cmd += ["--topics", ",".join(topics), "--expect", str(expect), "--result", str(result)]
+    cmd += ["--app-id", f"bench-bare-{uuid.uuid4().hex[:8]}"]
     launched = time.time()
     with harness.running(cmd, work / "bare-faust.log", work, {}) as proc:
         while not result.exists():
@@ -172,13 +168,12 @@ class Saga:
     def __init__(self, args: argparse.Namespace, broker: Broker, work: Path, uid: str) -> None:
         self.uid = uid
         self.app_id = f"bench-{uid}"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         self.input_topic = f"{self.app_id}.input"
-        self.changelog = f"{self.app_id}-state-changelog"
+        self.changelog = f"{self.app_id}-state-changelog"  # Faust's name for table "state"
         self.lifecycle = f"bench.lifecycle.{uid}"
         self.commands = [f"{t}.{uid}" for t in COMMANDS]
-        env = {
+        self.env = {
             "SAGABRIDGE_APP_ID": self.app_id,
             "SAGABRIDGE_LIFECYCLE_TOPIC": self.lifecycle,
             "SAGABRIDGE_DLQ_TOPIC": f"bench.dlq.{uid}",
@@ -189,68 +184,148 @@ class Saga:
             "SAGABRIDGE_LOG_LEVEL": args.log_level,
         }
         if broker.name == "tansu" or args.tansu_quirks:
-            env["SAGABRIDGE_PRODUCER_BATCH_BYTES"] = "1"  # crash-safe recovery on Tansu
-        cmd = [SAGABRIDGE, "run", "--flows", str(flow_copy(work, uid))]
-        cmd += ["--bootstrap", broker.bootstrap, "--web-port", str(self.port)]
-        self.proc = Process(cmd, work / "worker.log", work, env)
+            self.env["SAGABRIDGE_PRODUCER_BATCH_BYTES"] = "1"  # crash-safe recovery on Tansu
+        self.env.update(kv.split("=", 1) for kv in args.worker_env)
+        self.cmd = [str(BIN / "sagabridge"), "run", "--flows", str(flow_copy(work, uid))]
+        self.cmd += ["--bootstrap", broker.bootstrap, "--web-port", self.url.rsplit(":", 1)[1]]
+        self.log = work / "worker.log"
+        self.proc: Process | None = None
+
+    async def wait_idle(self, timeout: float = 60) -> float:
+        """Seconds until the worker uses under 15% of a core: the latency phase must not start
+        while it still writes the throughput phase's states. Raises after `timeout`."""
+        start = time.monotonic()
+        before = cpu_seconds(self.check().pid)
+        while time.monotonic() - start < timeout:
+            await asyncio.sleep(0.5)
+            now = cpu_seconds(self.check().pid)
+            if before is None or now is None or now - before < 0.075:
+                return round(time.monotonic() - start, 1)
+            before = now
+        raise RuntimeError(f"worker still busy {timeout:.0f} s after the last command")
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Process]:
+        with harness.running(self.cmd, self.log, self.log.parent, self.env) as proc:
+            self.proc = proc
+            yield proc
+        if proc.proc.returncode not in (0, -signal.SIGTERM):
+            print(f"warning: the worker exited with {proc.proc.returncode}", file=sys.stderr)
+
+    def check(self) -> Process:
+        if self.proc is None or not self.proc.alive():
+            raise RuntimeError(f"worker exited:\n{self.proc.tail() if self.proc else ''}")
+        return self.proc
 
     def wait_ready(self, timeout: float = 90) -> None:
         stop = time.monotonic() + timeout
         while time.monotonic() < stop:
-            if not self.proc.alive():
-                raise RuntimeError(f"worker exited:\n{self.proc.tail()}")
+            self.check()
             h = http_json(self.url + "/healthz")
-            if h and h.get("status") == "ok":
+            if h and h.get("status") == "ok" and h.get("partitions"):  # recovered and assigned
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"worker not ready in {timeout:.0f} s:\n{self.proc.tail()}")
+        raise RuntimeError(f"worker not ready in {timeout:.0f} s:\n{self.check().tail()}")
 
-    async def wait_commands(self, bootstrap: str, expect: int, timeout: float) -> None:
-        async with assigned(bootstrap, self.commands) as (consumer, tps):
+    async def collect_commands(self, bootstrap: str, expect: int, timeout: float) -> list[Any]:
+        """Every command record until `expect` distinct command ids came (re-sends included).
+
+        Read, not counted by end offsets: Tansu's end offsets can lag its last records.
+        """
+        records: list[Any] = []
+        ids: set[bytes | None] = set()
+        async with assigned(bootstrap, self.commands) as (consumer, _):
             stop = time.monotonic() + timeout
-            count = 0
-            while time.monotonic() < stop:
-                count = await harness.count_records(consumer, tps)
-                if count >= expect:
-                    return
-                if not self.proc.alive():
-                    raise RuntimeError(f"worker exited:\n{self.proc.tail()}")
-                await asyncio.sleep(0.2)
-        raise RuntimeError(f"{count} of {expect} commands in {timeout:.0f} s:\n{self.proc.tail()}")
+            while len(ids) < expect:
+                if time.monotonic() > stop:
+                    raise RuntimeError(
+                        f"{len(ids)} of {expect} commands in {timeout:.0f} s:\n"
+                        + self.check().tail()
+                    )
+                self.check()
+                batch = await consumer.getmany(timeout_ms=200)
+                for rs in batch.values():
+                    records += rs
+                    ids.update(dict(r.headers).get("command_id") for r in rs)
+        return records
+
+
+@contextlib.contextmanager
+def py_spy(pid: int, out: Path | None) -> Iterator[None]:
+    """Sample `pid` into `out` (collapsed stacks) while the block runs; nothing if out is None."""
+    if out is None:
+        yield
+        return
+    cmd = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--format", "raw", "--rate", "250"]
+    cmd.append("--nonblocking")  # without pausing the worker at each sample
+    spy = subprocess.Popen([*cmd, "--output", str(out)], stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(30)
 
 
 async def saga_throughput(
-    saga: Saga, broker: Broker, events: int, expect_commands: int
+    saga: Saga, broker: Broker, orders: int, profile: Path | None
 ) -> dict[str, Any]:
-    await asyncio.to_thread(saga.wait_ready)
-    cpu0, bcpu0 = cpu_seconds(saga.proc.pid), cpu_seconds(broker.pid)
-    await saga.wait_commands(broker.bootstrap, expect_commands, timeout=max(120, events / 200))
-    cpu1, bcpu1 = cpu_seconds(saga.proc.pid), cpu_seconds(broker.pid)
+    """The events are produced once the worker is ready, as fast as the broker takes them.
+
+    Produced before the worker starts, they would be routed by its source consumer while the
+    Faust stage is still joining its group: start-up would count as processing time.
+    """
+    proc = saga.check()
+    records = order_events(orders, saga.uid)
+    events = len(records)
+    cpu0, bcpu0 = cpu_seconds(proc.pid), cpu_seconds(broker.pid)
+    with py_spy(proc.pid, profile):
+        producing = asyncio.create_task(harness.produce(broker.bootstrap, records))
+        timeout = max(120, events / 200)
+        commands = await saga.collect_commands(broker.bootstrap, 3 * orders, timeout)
+        produced = await producing
+    cpu1, bcpu1 = cpu_seconds(proc.pid), cpu_seconds(broker.pid)
+    settle = await saga.wait_idle()
+    cpu2 = cpu_seconds(proc.pid)
     inputs = await read_all(broker.bootstrap, [saga.input_topic])
-    commands = await read_all(broker.bootstrap, saga.commands)
     changelog = await read_all(broker.bootstrap, [saga.changelog])
     lifecycle = await read_all(broker.bootstrap, [saga.lifecycle])
-    # The router's first input batch is sent within one micro-batch of the first event consumed.
+    # The router sends its first input batch within one micro-batch of the first event consumed.
     start = min(r.timestamp for r in inputs)
     last_command = max(r.timestamp for r in commands)
     last_state = max((r.timestamp for r in changelog), default=last_command)
     seconds = (last_command - start) / 1000
-    ids = {dict(r.headers).get("command_id") for r in commands}
-    gaps = sorted(r.timestamp for r in inputs)
     wall = (max(last_command, last_state) - start) / 1000
+    stamps = sorted(r.timestamp for r in inputs)
+    inputs_in = sum(len(json.loads(r.value)["i"]) for r in inputs)
+
+    def share(a: float | None, b: float | None) -> float | None:
+        return round((b - a) / seconds, 2) if a is not None and b is not None else None
+
     return {
         "events": events,
         "seconds": round(seconds, 3),
         "events_per_s": round(events / seconds, 1),
+        # Until the last state was in the changelog too (durable).
+        "events_per_s_to_durable": round(events / wall, 1),
+        # Far above events_per_s, or the producer, not the worker, set the pace.
+        "produced_per_s": round(produced, 1),
         "commands": len(commands),
-        "distinct_commands": len(ids),
+        "distinct_commands": len({dict(r.headers).get("command_id") for r in commands}),
         "state_durable_after_last_command_ms": last_state - last_command,
         "input_topic_messages": len(inputs),
+        # The micro-batch size the engine saw (DESIGN.md section 2).
+        "inputs_per_message": round(inputs_in / len(inputs), 1),
         "changelog_writes": len(changelog),
         "lifecycle_records": len(lifecycle),
-        "longest_input_gap_ms": max((b - a for a, b in itertools.pairwise(gaps)), default=0),
-        "worker_cpu_share": round((cpu1 - cpu0) / wall, 2) if cpu0 and cpu1 else None,
-        "broker_cpu_share": round((bcpu1 - bcpu0) / wall, 2) if bcpu0 and bcpu1 else None,
+        # From the last command until the worker was idle (its last states being written).
+        "settle_s": settle,
+        "longest_input_gap_ms": max((b - a for a, b in itertools.pairwise(stamps)), default=0),
+        # CPU seconds per wall second until the last command (1.0 = one core): below 1, the
+        # worker waited (acknowledgements, fetches) rather than computed.
+        "worker_cpu_share": share(cpu0, cpu1),
+        "broker_cpu_share": share(bcpu0, bcpu1),
+        # All the worker's CPU for these events, the states written after the last command too.
+        "worker_cpu_us_per_event": round((cpu2 - cpu0) / events * 1e6) if cpu0 and cpu2 else None,
     }
 
 
@@ -263,19 +338,26 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def latency(
-    saga: Saga, bootstrap: str, rate: float, seconds: float, warmup: float
+    saga: Saga, broker: Broker, rate: float, seconds: float, warmup: float
 ) -> dict[str, Any]:
-    """OrderPlaced at a steady `rate`; each ReserveInventory command matched by its key."""
+    """OrderPlaced at a steady `rate`; each one's ReserveInventory command matched by key."""
     from aiokafka import AIOKafkaProducer
 
+    bootstrap, broker_pid = broker.bootstrap, broker.pid
     total = int(rate * (warmup + seconds))
     prefix = f"lat{saga.uid}-"
+    cpu0, bcpu0, own0, wall0 = (
+        cpu_seconds(saga.check().pid),
+        cpu_seconds(broker_pid),
+        time.process_time(),
+        time.monotonic(),
+    )
     sent: dict[str, float] = {}
     got: dict[str, tuple[float, int]] = {}  # key -> (arrival, command record timestamp)
-    async with assigned(bootstrap, [saga.commands[0]], fetch_max_wait_ms=100) as (consumer, tps):
+    async with assigned(bootstrap, [saga.commands[0]]) as (consumer, tps):
         await consumer.seek_to_end(*tps)
         for tp in tps:
-            await consumer.position(tp)  # resolve now, not after the first command
+            await consumer.position(tp)  # resolve the end now, before the first command exists
         done = asyncio.Event()
 
         async def collect() -> None:
@@ -300,28 +382,31 @@ async def latency(
                 if delay > 0:
                     await asyncio.sleep(delay)
                 key = f"{prefix}{i}"
-                at = time.time()
-                sent[key] = at
-                pending.append(
-                    await producer.send(
-                        f"orders.events.{saga.uid}",
-                        placed(key),
-                        key=key.encode(),
-                        timestamp_ms=int(at * 1000),
-                    )
+                sent[key] = at = time.time()
+                fut = await producer.send(
+                    f"orders.events.{saga.uid}",
+                    placed(key),
+                    key=key.encode(),
+                    timestamp_ms=int(at * 1000),
                 )
+                pending.append(fut)
             achieved = total / (loop.time() - t0)
             await asyncio.gather(*pending)
+            done.set()
+            with contextlib.suppress(TimeoutError):  # what never came counts as missing
+                await asyncio.wait_for(asyncio.shield(collector), 30)
         finally:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
             await producer.stop()
-        done.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(collector, 30)
-    measured = [k for i, k in enumerate(sent) if i >= int(rate * warmup)]
+    cpu1, bcpu1 = cpu_seconds(saga.check().pid), cpu_seconds(broker_pid)
+    wall = time.monotonic() - wall0
+    measured = list(sent)[int(rate * warmup) :]
     to_record = [got[k][1] - sent[k] * 1000 for k in measured if k in got]
     to_arrival = [(got[k][0] - sent[k]) * 1000 for k in measured if k in got]
     if not to_record:
-        raise RuntimeError(f"no command came back:\n{saga.proc.tail()}")
+        raise RuntimeError(f"no command came back:\n{saga.check().tail()}")
     return {
         "rate_per_s": round(rate, 1),
         "achieved_rate_per_s": round(achieved, 1),
@@ -334,10 +419,78 @@ async def latency(
         "max_ms": round(max(to_record), 1),
         "arrival_p50_ms": round(percentile(to_arrival, 0.50), 1),
         "arrival_p99_ms": round(percentile(to_arrival, 0.99), 1),
+        # Rising from the first to the last second: the worker did not keep up with `rate`.
+        "first_second_p50_ms": round(percentile(to_record[: int(rate)], 0.5), 1),
+        "last_second_p50_ms": round(percentile(to_record[-int(rate) :], 0.5), 1),
+        # Up to the last command: a worker that fell behind spent longer than the send phase.
+        "worker_cpu_us_per_event": round((cpu1 - cpu0) / total * 1e6) if cpu0 and cpu1 else None,
+        # What else wanted the 2 cores meanwhile: this benchmark's producer and consumer, broker.
+        "bench_cpu_share": round((time.process_time() - own0) / wall, 2),
+        "broker_cpu_share": round((bcpu1 - bcpu0) / wall, 2) if bcpu0 and bcpu1 else None,
     }
 
 
-# -- report -------------------------------------------------------------------------------------
+# -- run and report -----------------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace, broker: Broker, work: Path) -> dict[str, Any]:
+    # One asyncio.run per phase: blocking phases then run outside any loop, so Ctrl-C stops
+    # them at once instead of waiting for a loop to notice.
+    uid, saga_uid = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    sources = [f"{t}.{uid}" for t in SOURCES]
+    topics = [f"{t}.{u}" for t in FLOW_TOPICS for u in (uid, saga_uid)]
+    asyncio.run(harness.create_topics(broker.bootstrap, topics, TOPIC_PARTITIONS))
+    records = order_events(args.orders, uid)
+    n = len(records)
+    produced = asyncio.run(harness.produce(broker.bootstrap, records))
+    print(f"produced {n:,} events at {produced:,.0f}/s", flush=True)
+
+    rounds = [asyncio.run(raw_consume(broker.bootstrap, sources, n)) for _ in range(3)]
+    raw = statistics.median(rounds)
+    print(f"raw aiokafka: {raw:,.0f} msg/s", flush=True)
+
+    bare = bare_faust(broker, sources, n, work)
+    print(f"bare Faust: {bare['events_per_s']:,.0f} events/s", flush=True)
+
+    saga = Saga(args, broker, work, saga_uid)
+    with saga.running():
+        saga.wait_ready()  # start-up and group joins are not measured
+        profile = args.profile and args.profile.with_name(f"{args.profile.name}-throughput.txt")
+        thr = asyncio.run(saga_throughput(saga, broker, args.orders, profile))
+        print(f"sagabridge: {thr['events_per_s']:,.0f} events/s", flush=True)
+        rate = args.rate or thr["events_per_s"] / 2
+        profile = args.profile and args.profile.with_name(f"{args.profile.name}-latency.txt")
+        with py_spy(saga.check().pid, profile):
+            lat = asyncio.run(latency(saga, broker, rate, args.latency_seconds, 1.0))
+        print(f"latency at {rate:,.0f}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
+    ratio = thr["events_per_s"] / bare["events_per_s"]
+    return {
+        "raw_aiokafka": {"events_per_s": round(raw, 1), "rounds": [round(r, 1) for r in rounds]},
+        "bare_faust": bare,
+        "sagabridge": thr,
+        "latency": lat,
+        "produce_per_s": round(produced, 1),
+        "ratios": {
+            "sagabridge_over_bare_faust": round(ratio, 3),
+            "bare_faust_over_raw": round(bare["events_per_s"] / raw, 3),
+        },
+        "targets": {"throughput": ratio >= SAGA_TARGET, "p99": lat["p99_ms"] < P99_TARGET_MS},
+        "params": {
+            "orders": args.orders,
+            "events": n,
+            "input_partitions": args.partitions,
+            "source_partitions": TOPIC_PARTITIONS,
+            "worker_log_level": args.log_level,
+            "worker_env": saga.env,
+            "worker_env_extra": args.worker_env,
+            "latency_seconds": args.latency_seconds,
+        },
+    }
+
+
+def git_commit() -> str:
+    cmd = ["git", "rev-parse", "--short", "HEAD"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
 
 def verdict(ok: bool) -> str:
@@ -346,113 +499,91 @@ def verdict(ok: bool) -> str:
 
 def report(doc: dict[str, Any]) -> None:
     raw, bare, saga, lat = doc["raw_aiokafka"], doc["bare_faust"], doc["sagabridge"], doc["latency"]
-    r = doc["ratios"]
+    ratios, targets, p = doc["ratios"], doc["targets"], doc["params"]
     rows = [
-        ("raw aiokafka consumer", f"{raw['events_per_s']:>10,.0f} msg/s", raw["note"]),
-        ("bare Faust agent", f"{bare['events_per_s']:>10,.0f} events/s", bare["note"]),
-        ("sagabridge end to end", f"{saga['events_per_s']:>10,.0f} events/s", saga["note"]),
-        ("latency p50", f"{lat['p50_ms']:>10.1f} ms", lat["note"]),
-        ("latency p99", f"{lat['p99_ms']:>10.1f} ms", f"max {lat['max_ms']:.1f} ms"),
+        (
+            "raw aiokafka consumer",
+            f"{raw['events_per_s']:,.0f} msg/s",
+            "median of " + ", ".join(f"{x:,.0f}" for x in raw["rounds"]),
+        ),
+        (
+            "bare Faust agent",
+            f"{bare['events_per_s']:,.0f} events/s",
+            f"{bare['seconds']:.2f} s first to last event, CPU {bare['cpu_share']}",
+        ),
+        (
+            "sagabridge end to end",
+            f"{saga['events_per_s']:,.0f} events/s",
+            f"{saga['seconds']:.2f} s to the last of {saga['distinct_commands']:,} commands; "
+            f"CPU worker {saga['worker_cpu_share']} ({saga['worker_cpu_us_per_event']} us/event), "
+            f"broker {saga['broker_cpu_share']}",
+        ),
+        (
+            "",
+            "",
+            f"{saga['events_per_s_to_durable']:,.0f}/s until the last state was written; "
+            f"{saga['inputs_per_message']} inputs per input-topic message, "
+            f"{saga['changelog_writes']:,} table writes, {saga['lifecycle_records']:,} lifecycle; "
+            f"idle {saga['settle_s']} s after",
+        ),
+        (
+            "latency p50 / p99",
+            f"{lat['p50_ms']:.1f} / {lat['p99_ms']:.1f} ms",
+            f"{lat['events']:,} OrderPlaced at {lat['rate_per_s']:,.0f}/s for "
+            f"{lat['seconds']:.0f} s; event sent to command record timestamp; "
+            f"max {lat['max_ms']:.0f} ms",
+        ),
+        (
+            "  p50 first / last second",
+            f"{lat['first_second_p50_ms']:.0f} / {lat['last_second_p50_ms']:.0f} ms",
+            "rising: the worker fell behind at this rate"
+            if lat["last_second_p50_ms"] - lat["first_second_p50_ms"]
+            > max(50, lat["first_second_p50_ms"] / 4)
+            else "steady",
+        ),
         (
             "  at a consumer",
-            f"{lat['arrival_p50_ms']:>7.1f} / {lat['arrival_p99_ms']:.1f}",
-            "p50 / p99 ms, arrival in a consumer of the command topic",
+            f"{lat['arrival_p50_ms']:.1f} / {lat['arrival_p99_ms']:.1f} ms",
+            f"sent to arrival in a consumer of the command topic; {lat['missing']} missing",
         ),
-        ("sagabridge / bare Faust", f"{r['sagabridge_over_bare_faust']:>10.2f}", ""),
-        ("bare Faust / raw aiokafka", f"{r['bare_faust_over_raw']:>10.2f}", ""),
+        (
+            "",
+            "",
+            f"CPU: worker {lat['worker_cpu_us_per_event']} us/event; broker "
+            f"{lat['broker_cpu_share']}, benchmark {lat['bench_cpu_share']} (load generator)",
+        ),
+        (
+            "sagabridge / bare Faust",
+            f"{ratios['sagabridge_over_bare_faust']:.2f}",
+            f"target >= {SAGA_TARGET}: {verdict(targets['throughput'])}",
+        ),
+        ("bare Faust / raw aiokafka", f"{ratios['bare_faust_over_raw']:.2f}", ""),
+        ("p99 latency", f"{lat['p99_ms']:.1f} ms", f"target < 50 ms: {verdict(targets['p99'])}"),
     ]
-    p = doc["params"]
     print(
-        f"\nruntime benchmark on {doc['broker']} ({doc['bootstrap']}): {p['orders']:,} orders, "
-        f"{p['events']:,} events, {p['input_partitions']} input partitions, "
-        f"worker log level {p['log_level']}"
+        f"\nruntime benchmark, {doc['broker']} at {doc['bootstrap']}: {p['orders']:,} orders = "
+        f"{p['events']:,} events; {p['input_partitions']} input partitions; worker log level "
+        f"{p['worker_log_level']}"
     )
+    if p["worker_env_extra"]:
+        print(f"  worker settings added: {' '.join(p['worker_env_extra'])}")
     for name, figure, note in rows:
-        print(f"  {name:<26} {figure:<22} {note}")
-    t = doc["targets"]
+        print(f"  {name:<26} {figure:>18}   {note}")
+    if saga["produced_per_s"] < 2 * saga["events_per_s"]:
+        print(
+            f"  warning: events were produced at only {saga['produced_per_s']:,.0f}/s: the "
+            "producer, not the worker, may have set the pace"
+        )
     print(
-        f"  target sagabridge >= {SAGA_TARGET} x bare Faust: {verdict(t['throughput'])}; "
-        f"p99 < {P99_TARGET_MS:.0f} ms: {verdict(t['p99'])}"
-    )
-    print(f"  load average before/after: {doc['load_before']} / {doc['load_after']} (2 cores)")
-
-
-def notes(doc: dict[str, Any]) -> None:
-    raw, bare, saga, lat = doc["raw_aiokafka"], doc["bare_faust"], doc["sagabridge"], doc["latency"]
-    raw["note"] = "median of " + ", ".join(f"{x:,.0f}" for x in raw["rounds"])
-    bare["note"] = f"{bare['seconds']:.2f} s first to last event"
-    saga["note"] = (
-        f"{saga['seconds']:.2f} s, {saga['distinct_commands']:,} commands, "
-        f"worker CPU {saga['worker_cpu_share']}, broker CPU {saga['broker_cpu_share']}"
-    )
-    lat["note"] = (
-        f"{lat['events']:,} OrderPlaced at {lat['rate_per_s']:,.0f}/s for {lat['seconds']:.0f} s, "
-        f"{lat['missing']} missing; send to command record timestamp"
+        f"  load average {doc['load_before'][0]} before, {doc['load_after'][0]} after, on "
+        f"{doc['cpus']} CPUs (above ~0.5 before, something else was running: noisy figures)"
     )
 
 
-# -- main ---------------------------------------------------------------------------------------
-
-
-async def measure(args: argparse.Namespace, broker: Broker, work: Path) -> dict[str, Any]:
-    uid = uuid.uuid4().hex[:8]
-    sources = [f"{t}.{uid}" for t in SOURCES]
-    await harness.create_topics(
-        broker.bootstrap, [f"{t}.{uid}" for t in FLOW_TOPICS], TOPIC_PARTITIONS
-    )
-    records = order_events(uid, args.orders)
-    produced = await harness.produce(broker.bootstrap, records)
-    n = len(records)
-    print(f"produced {n:,} events at {produced:,.0f}/s", flush=True)
-
-    rounds = [await raw_consume(broker.bootstrap, sources, n) for _ in range(3)]
-    print(f"raw aiokafka: {statistics.median(rounds):,.0f} msg/s", flush=True)
-
-    bare = await asyncio.to_thread(bare_faust, broker, sources, n, work)
-    print(f"bare Faust: {bare['events_per_s']:,.0f} events/s", flush=True)
-
-    saga = Saga(args, broker, work, uid)
-    try:
-        thr = await saga_throughput(saga, broker, n, 3 * args.orders)
-        print(f"sagabridge: {thr['events_per_s']:,.0f} events/s", flush=True)
-        rate = args.rate or thr["events_per_s"] / 2
-        lat = await latency(saga, broker.bootstrap, rate, args.latency_seconds, warmup=1.0)
-        print(f"latency at {rate:,.0f}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
-    finally:
-        code = saga.proc.stop()
-    if code != 0:
-        print(f"warning: the worker exited with {code}:\n{saga.proc.tail()}", file=sys.stderr)
-    ratio = thr["events_per_s"] / bare["events_per_s"]
-    return {
-        "raw_aiokafka": {"events_per_s": round(statistics.median(rounds), 1), "rounds": rounds},
-        "bare_faust": bare,
-        "sagabridge": thr,
-        "latency": lat,
-        "produce_per_s": round(produced, 1),
-        "ratios": {
-            "sagabridge_over_bare_faust": round(ratio, 3),
-            "bare_faust_over_raw": round(bare["events_per_s"] / statistics.median(rounds), 3),
-        },
-        "targets": {"throughput": ratio >= SAGA_TARGET, "p99": lat["p99_ms"] < P99_TARGET_MS},
-        "params": {
-            "orders": args.orders,
-            "events": n,
-            "input_partitions": args.partitions,
-            "source_partitions": TOPIC_PARTITIONS,
-            "log_level": args.log_level,
-        },
-    }
-
-
-def git_commit() -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip()
+def setting(text: str) -> str:
+    if not text.startswith("SAGABRIDGE_") or "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SAGABRIDGE_NAME=VALUE")
+    return text
 
 
 def main() -> int:
@@ -466,28 +597,42 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=10_000, help="3 events each")
     parser.add_argument("--partitions", type=int, default=8, help="input topic partitions")
     parser.add_argument("--log-level", default="info", choices=["warn", "info", "debug"])
-    parser.add_argument("--rate", type=float, help="latency rate (default: half the max)")
+    parser.add_argument(
+        "--worker-env",
+        type=setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra worker setting, e.g. SAGABRIDGE_BATCH_MS=5 (repeatable; recorded)",
+    )
+    parser.add_argument("--rate", type=float, help="latency phase rate (default: half the max)")
     parser.add_argument("--latency-seconds", type=float, default=12.0)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PREFIX",
+        help="py-spy the worker: PREFIX-throughput.txt, PREFIX-latency.txt (collapsed stacks)",
+    )
     args = parser.parse_args()
+    if args.profile is not None and not (BIN / "py-spy").exists():
+        parser.error(f"--profile needs py-spy: {BIN / 'pip'} install py-spy")
 
-    # SIGTERM unwinds like Ctrl-C, so every `finally` stops what it started.
     def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every `finally` runs
 
     signal.signal(signal.SIGTERM, interrupted)
     harness.quiet_aiokafka()
-    kind = "kafka" if args.kafka else "tansu"
-    name = "external" if args.bootstrap else kind
-    work = RESULTS / f"work-{name}"
+    name = "external" if args.bootstrap else "kafka" if args.kafka else "tansu"
+    work = RESULTS / f"work-{name}"  # logs of the last run, kept for reading
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     load_before = [round(x, 2) for x in os.getloadavg()]
     try:
-        with harness.broker(kind, args.bootstrap) as broker:
+        with harness.broker(name, args.bootstrap) as broker:
             print(f"broker: {broker.name} at {broker.bootstrap}", flush=True)
-            doc = asyncio.run(measure(args, broker, work))
+            found = measure(args, broker, work)
     except KeyboardInterrupt:
-        print("interrupted; everything started was stopped", file=sys.stderr)
+        print("interrupted; every process started here was stopped", file=sys.stderr)
         return 130
     except Exception as exc:
         print(f"benchmark failed: {exc}\n(logs in {work})", file=sys.stderr)
@@ -500,14 +645,12 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
-        **doc,
+        **found,
     }
-    notes(doc)
     report(doc)
     out = RESULTS / f"runtime-{broker.name}.json"
     out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"  written to {out.relative_to(ROOT)}")
-    shutil.rmtree(work, ignore_errors=True)
+    print(f"  written to {out.relative_to(ROOT)}; logs in {work.relative_to(ROOT)}")
     return 0
 
 
