@@ -194,12 +194,8 @@ def run(
                 "given; pass --bootstrap HOST:PORT, or --embedded for the built-in broker"
             )
         compiled = load_compiled(settings.flows)
-        uses_sqs = any(e.source.startswith("sqs://") for f in compiled for e in f.events.values())
-        uses_sqs = uses_sqs or any(
-            t is not None and t.to.startswith("sqs://")
-            for f in compiled
-            for s in f.steps
-            for t in (s.command, s.compensate)
+        uses_sqs = any(
+            e.startswith("sqs://") for f in compiled for e in (*f.sources, *f.destinations)
         )
         if uses_sqs and settings.embedded and not settings.sqs_endpoint:
             raise ConfigError(

@@ -85,6 +85,12 @@ class CompiledFlow:
     def sources(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(e.source for e in self.events.values()))
 
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        """Where the flow's commands and compensations go."""
+        templates = (t for s in self.steps for t in (s.command, s.compensate) if t is not None)
+        return tuple(dict.fromkeys(t.to for t in templates))
+
 
 def _template(spec: CommandSpec) -> Template:
     def walk(value: Any) -> Any:

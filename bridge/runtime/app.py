@@ -157,12 +157,7 @@ class Runtime:
             if sqs_sources
             else None
         )
-        uses_sqs = any(
-            t is not None and t.to.startswith("sqs://")
-            for f in flows
-            for step in f.steps
-            for t in (step.command, step.compensate)
-        )
+        uses_sqs = any(d.startswith("sqs://") for f in flows for d in f.destinations)
         self.sqs_sink = (
             SqsSink(
                 endpoint_url=settings.sqs_endpoint,
