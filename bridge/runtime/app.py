@@ -273,26 +273,32 @@ class Runtime:
         """Send every effect of a batch and wait until Kafka acknowledged all of them."""
         pending: list[Any] = []
         to_sqs = [cmd for cmd in out.commands if cmd.to.startswith("sqs://")]
+        by_topic: dict[str, list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]] = {}
         for cmd in out.commands:
-            sent = await self._send_command(cmd)
-            if sent is not None:
-                pending.append(sent)
-        if to_sqs and self.sqs_sink is not None:
-            await self.sqs_sink.send(to_sqs)  # returns once SQS took every command
-        for rec in out.lifecycle:
-            pending.append(await self._send_lifecycle(rec))
+            record = self._command_record(cmd)
+            if record is not None:
+                by_topic.setdefault(cmd.to.removeprefix("kafka://"), []).append(record)
+        lifecycle = [self._lifecycle_record(rec) for rec in out.lifecycle]
+        if lifecycle:
+            by_topic.setdefault(self.settings.lifecycle_topic, []).extend(lifecycle)
+        for topic, records in by_topic.items():
+            pending += await self.sink.send_many(topic, records)
         for p, inputs in out.inputs.items():
             pending.append(
                 await self.sink.send(self.settings.input_topic, _batch(inputs), partition=p)
             )
         for dead in out.dead:
             pending.append(await self._dead_letter(b"", [], None, dead.reason, dead.source))
+        if to_sqs and self.sqs_sink is not None:
+            await self.sqs_sink.send(to_sqs)  # returns once SQS took every command
         await self.sink.acknowledged(pending)
         self.counts["commands"] += len(out.commands)
 
-    async def _send_command(self, cmd: Command) -> Any:
+    def _command_record(
+        self, cmd: Command
+    ) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]] | None:
         env = cmd.envelope
-        scheme, _, name = cmd.to.partition("://")
+        scheme = cmd.to.partition("://")[0]
         if scheme == "sqs":
             return None  # sent in one batch by _send
         if scheme != "kafka":
@@ -316,20 +322,15 @@ class Runtime:
             headers = {**headers, **extra}
         else:
             value = json.dumps(env, separators=(",", ":")).encode()
-        return await self.sink.send(
-            name,
-            value,
-            key=str(env["key"]).encode(),
-            headers=[(k, v.encode()) for k, v in headers.items()],
-        )
+        return str(env["key"]).encode(), value, [(k, v.encode()) for k, v in headers.items()]
 
-    async def _send_lifecycle(self, rec: Lifecycle) -> Any:
-        record = json.dumps(lifecycle_record(rec), separators=(",", ":")).encode()
+    def _lifecycle_record(self, rec: Lifecycle) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         if log_debug():
             # structlog reserves `event` for the message: an event name in the detail is renamed.
             fields = {("event_name" if k == "event" else k): v for k, v in rec.detail.items()}
             log.debug(rec.type, flow=rec.flow, key=rec.key, step=rec.step, **fields)
-        return await self.sink.send(self.settings.lifecycle_topic, record, key=rec.key.encode())
+        record = json.dumps(lifecycle_record(rec), separators=(",", ":")).encode()
+        return rec.key.encode(), record, []
 
     async def _dead_letter(
         self,
