@@ -20,8 +20,9 @@ from bridge.flow import load_compiled
 from bridge.runtime.deadlines import RESEND_MS, DeadlineIndex
 from bridge.runtime.kafka import client_kwargs
 from bridge.runtime.processor import Due, Processor, decode_state
-from bridge.runtime.router import Router, SourceRecord
+from bridge.runtime.router import Router
 from bridge.runtime.routing import partition_for, target_of
+from bridge.sources.record import SourceRecord
 
 
 class DictStore(dict[str, bytes]):

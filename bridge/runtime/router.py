@@ -73,6 +73,3 @@ class Router:
                 _, partition = target_of(event, self.partitions)
                 out.inputs.setdefault(partition, []).append(input_to_wire(event))
         return out
-
-
-__all__ = ["RoutedBatch", "Router", "SourceRecord"]
