@@ -36,10 +36,10 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The runtime benchmark runs even when the engine one misses a target; make then fails with the
+# The runtime and SQS benchmarks run even when the engine one misses a target; make then fails with the
 # engine's status. BENCH_ARGS goes to bench/runtime.py, e.g. make bench BENCH_ARGS=--kafka
 bench: install
-	$(PY) bench/engine.py; status=$$?; $(PY) bench/runtime.py $(BENCH_ARGS) && exit $$status
+	$(PY) bench/engine.py; status=$$?; $(PY) bench/runtime.py $(BENCH_ARGS) && $(PY) bench/sqs.py && exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
