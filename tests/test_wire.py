@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bridge.engine.inputs import Action, Associate, Event, Tick
-from bridge.engine.wire import entity_key, input_from_wire, input_to_wire
+from bridge.engine.wire import entity_key, input_from_wire, input_to_wire, parse_entity_key
 
 
 def test_every_input_kind_round_trips_through_json():
@@ -35,3 +35,5 @@ def test_every_input_kind_round_trips_through_json():
 def test_entity_keys_keep_instances_and_associations_apart():
     assert entity_key("f", "k", None) == "f/k"
     assert entity_key("f", "v", "payment_id") == "f/@payment_id/v"
+    for parts in [("f", "k/with/slash", None), ("f", "v/1", "payment_id")]:
+        assert parse_entity_key(entity_key(*parts)) == parts

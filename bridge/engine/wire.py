@@ -50,3 +50,12 @@ def input_from_wire(data: list[Any]) -> Input:
 def entity_key(flow: str, key: str, alias: str | None) -> str:
     """The state store key, and the routing key on the input topic."""
     return f"{flow}/{key}" if alias is None else f"{flow}/@{alias}/{key}"
+
+
+def parse_entity_key(text: str) -> tuple[str, str, str | None]:
+    """(flow, key, alias) back from `entity_key`."""
+    flow, _, rest = text.partition("/")
+    if rest.startswith("@"):
+        alias, _, key = rest[1:].partition("/")
+        return flow, key, alias
+    return flow, rest, None

@@ -78,9 +78,6 @@ class CompiledFlow:
     complete_when: tuple[int, ...]
     file: str
 
-    def events_from(self, source: str) -> Iterator[EventTable]:
-        return (e for e in self.events.values() if e.source == source)
-
     @property
     def sources(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(e.source for e in self.events.values()))

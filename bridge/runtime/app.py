@@ -28,11 +28,11 @@ from bridge.codecs import Codec, build_codec
 from bridge.config import Settings
 from bridge.engine.apply import flow_for
 from bridge.engine.effects import Command, Lifecycle
-from bridge.engine.inputs import Action, Tick
+from bridge.engine.inputs import Tick
 from bridge.engine.match import Matcher
 from bridge.engine.simulator import instance_view, lifecycle_record
 from bridge.engine.state import Instance
-from bridge.engine.wire import entity_key, input_to_wire
+from bridge.engine.wire import entity_key, input_to_wire, parse_entity_key
 from bridge.errors import SagabridgeError
 from bridge.flow.compiled import CompiledFlow
 from bridge.runtime.deadlines import DeadlineIndex
@@ -408,11 +408,8 @@ class Runtime:
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
             p = partition_for(key, self.partitions)
             if p in found and raw is not None:
-                flow, _, rest = key.partition("/")
-                alias = None
-                if rest.startswith("@"):
-                    alias, _, rest = rest[1:].partition("/")
-                due = due_of(decode_state(raw), flow, rest, alias)
+                flow, state_key, alias = parse_entity_key(key)
+                due = due_of(decode_state(raw), flow, state_key, alias)
                 if due is not None:
                     found[p].append((key, due))
         for p, dues in found.items():
@@ -433,15 +430,6 @@ class Runtime:
         flow = flow_for(self.catalog, flow_name, state)
         assert flow is not None
         return instance_view(flow, state)
-
-    async def submit_action(self, action: Action) -> None:
-        ek = entity_key(action.flow, action.key, None)
-        sent = await self.sink.send(
-            self.settings.input_topic,
-            _batch([input_to_wire(action)]),
-            partition=partition_for(ek, self.partitions),
-        )
-        await self.sink.acknowledged([sent])
 
     def _add_views(self) -> None:
         runtime = self
@@ -559,7 +547,3 @@ def log_debug() -> bool:
 
 def _batch(inputs: list[Any]) -> bytes:
     return json.dumps({"i": inputs}, separators=(",", ":")).encode()
-
-
-async def wait_ready(runtime: Runtime, timeout: float) -> None:
-    await asyncio.wait_for(runtime.app.tables.recovery.completed.wait(), timeout)  # type: ignore[attr-defined]
