@@ -14,32 +14,29 @@ import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import faust
 import structlog
-from faust.exceptions import SameNode
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.web import Request, Response, View
 from mode import Service
 
 from bridge.codecs import Codec, build_codec
 from bridge.config import Settings
-from bridge.engine.apply import flow_for
 from bridge.engine.effects import Command, Lifecycle
 from bridge.engine.inputs import Tick
 from bridge.engine.match import Matcher
-from bridge.engine.simulator import instance_view, lifecycle_record
-from bridge.engine.state import Instance
-from bridge.engine.wire import entity_key, input_to_wire, parse_entity_key
+from bridge.engine.simulator import lifecycle_record
+from bridge.engine.wire import input_to_wire, parse_entity_key
 from bridge.errors import SagabridgeError
 from bridge.flow.compiled import CompiledFlow
 from bridge.runtime.deadlines import DeadlineIndex
 from bridge.runtime.kafka import client_kwargs
 from bridge.runtime.processor import Outbox, Processor, decode_state, due_of
 from bridge.runtime.router import Router
-from bridge.runtime.routing import partition_for
+from bridge.runtime.routing import encode_batch, partition_for
+from bridge.runtime.web import WebApi, json_errors
 from bridge.sinks.kafka import KafkaSink
 from bridge.sinks.sqs import SqsSink
 from bridge.sources.kafka import KafkaSource
@@ -174,7 +171,9 @@ class Runtime:
             self._fire_deadlines
         )
         self.app.timer(interval=30.0, name="sagabridge-progress")(self._progress)
-        self._add_views()
+        self.web_api = WebApi(self)
+        self.web_api.install()
+        self.app.timer(interval=5.0, name="sagabridge-gauges")(self.web_api.refresh_gauges)
 
     def _make_app(self) -> faust.App:
         s = self.settings
@@ -201,6 +200,11 @@ class Runtime:
             autodiscover=False,
             table_standby_replicas=s.standby_replicas,
             stream_wait_empty=False,
+            # Faust's own pages would expose raw table keys; the dashboard takes "/".
+            web_router_enabled=False,
+            web_tables_enabled=False,
+            web_stats_enabled=False,
+            web_graph_enabled=False,
         )
 
     # -- sources: raw messages to routed micro-batches ----------------------------------------
@@ -209,7 +213,7 @@ class Runtime:
         """Route a batch of source messages to the input topic; return once all is acknowledged."""
         routed = await self.router.route(records)
         pending = [
-            await self.sink.send(self.settings.input_topic, _batch(inputs), partition=p)
+            await self.sink.send(self.settings.input_topic, encode_batch(inputs), partition=p)
             for p, inputs in routed.inputs.items()
         ]
         for record, reason in routed.dead:
@@ -220,6 +224,7 @@ class Runtime:
             )
         await self.sink.acknowledged(pending)
         self.counts["routed"] += routed.matched
+        self.web_api.metrics.routed(routed.unmatched)
 
     # -- inputs: the engine, one micro-batch per message --------------------------------------
 
@@ -255,6 +260,16 @@ class Runtime:
                     _current_event.reset(token)
             self.deadlines.update_all(out.dues, out.partitions)
             self.counts["applied"] += out.applied
+            self._observe(out)
+
+    def _observe(self, out: Outbox) -> None:
+        """Keep the API's instance index and the metrics in step with the stored states."""
+        index = self.web_api.index
+        for ek, st in out.states.items():
+            flow, key, alias = parse_entity_key(ek)
+            if alias is None:
+                index.update(flow, key, st, out.partitions[ek])
+        self.web_api.metrics.batch(out.events, out.commands, out.lifecycle, out.states)
 
     async def _send_until_acknowledged(self, out: Outbox) -> None:
         """Faust acks a taken batch even when the agent fails, so a failed send must not raise
@@ -285,7 +300,7 @@ class Runtime:
             pending += await self.sink.send_many(topic, records)
         for p, inputs in out.inputs.items():
             pending.append(
-                await self.sink.send(self.settings.input_topic, _batch(inputs), partition=p)
+                await self.sink.send(self.settings.input_topic, encode_batch(inputs), partition=p)
             )
         for dead in out.dead:
             pending.append(await self._dead_letter(b"", [], None, dead.reason, dead.source))
@@ -347,6 +362,7 @@ class Runtime:
         ]
         log.warning("message.dead_lettered", source=source, reason=reason)
         self.counts["dead_lettered"] += 1
+        self.web_api.metrics.dead_lettered(source)
         return await self.sink.send(
             self.settings.dlq_topic, value or b"", key=key, headers=out_headers
         )
@@ -370,6 +386,11 @@ class Runtime:
 
     # -- time ---------------------------------------------------------------------------------
 
+    @property
+    def indexed(self) -> frozenset[int]:
+        """The input partitions whose deadlines and instance summaries this worker holds."""
+        return self._indexed
+
     def recovered(self) -> bool:
         """True once the table has been rebuilt from its changelog for this assignment."""
         recovery: Any = getattr(self.app.tables, "recovery", None)
@@ -392,7 +413,7 @@ class Runtime:
                 ticks = [input_to_wire(Tick(d.flow, d.key, now, d.alias)) for d in due]
                 try:
                     sent = await self.sink.send(
-                        self.settings.input_topic, _batch(ticks), partition=p
+                        self.settings.input_topic, encode_batch(ticks), partition=p
                     )
                     await self.sink.acknowledged([sent])
                 except SagabridgeError as exc:
@@ -414,72 +435,27 @@ class Runtime:
                     found[p].append((key, due))
         for p, dues in found.items():
             self.deadlines.rebuild(p, dues)
+        self.web_api.rebuild(frozenset(fresh), frozenset(self._indexed - assigned))
         self._indexed = assigned
         log.info("deadlines.indexed", partitions=sorted(assigned), pending=len(self.deadlines))
 
-    # -- web ----------------------------------------------------------------------------------
-
-    def instance(self, flow_name: str, key: str) -> dict[str, Any] | None:
-        """The instance as `simulate` prints it, if this worker holds it."""
-        raw = self.store.get(entity_key(flow_name, key, None))
-        if raw is None:
-            return None
-        state = decode_state(raw)
-        if not isinstance(state, Instance) or state.status is None:
-            return None
-        flow = flow_for(self.catalog, flow_name, state)
-        assert flow is not None
-        return instance_view(flow, state)
-
-    def _add_views(self) -> None:
-        runtime = self
-
-        @self.app.page("/healthz")
-        class Health(View):
-            async def get(self, request: Request) -> Response:
-                ready = runtime.recovered()
-                body = {
-                    "status": "ok" if ready else "starting",
-                    "partitions": sorted(runtime._indexed),
-                    "flows": sorted(f"{f.name} v{f.version}" for f in runtime.catalog),
-                    "uptime_s": round(time.time() - runtime.started_at, 1),
-                }
-                return self.json(body, status=200 if ready else 503)
-
-        @self.app.page("/api/flows/{flow}/instances/{key}")
-        class InstanceView(View):
-            async def get(self, request: Request, flow: str, key: str) -> Response:
-                if flow not in runtime.catalog.latest:
-                    return self.json(
-                        {
-                            "error": f"no flow named {flow!r}",
-                            "flows": sorted(runtime.catalog.latest),
-                        },
-                        status=404,
-                    )
-                ek = entity_key(flow, key, None).encode()
-                try:
-                    return await runtime.app.router.route_req(
-                        runtime.table.name, ek, self.web, request
-                    )
-                except SameNode:
-                    pass
-                except Exception:  # no partition owner known yet (rebalancing)
-                    return self.json(
-                        {"error": "the worker group is rebalancing; retry"}, status=503
-                    )
-                found = runtime.instance(flow, key)
-                if found is None:
-                    return self.json(
-                        {"error": f"no instance of {flow} with key {key!r}"}, status=404
-                    )
-                return self.json(found)
-
 
 class _App(faust.App):
-    """Faust's App, with a cheaper producer check on the changelog path."""
+    """Faust's App, with a cheaper producer check on the changelog path, and a web server that
+    leaves "/" to the dashboard and answers API errors in JSON."""
 
     _producer_lock: asyncio.Lock | None = None
+
+    def _new_web(self) -> Any:
+        driver = super()._new_web().__class__
+
+        class _Web(driver):  # type: ignore[valid-type,misc]
+            production_blueprints: ClassVar[list[Any]] = []
+
+        return _Web(self)
+
+    def on_webserver_init(self, web: Any) -> None:
+        web.web_app.middlewares.append(json_errors())
 
     async def maybe_start_producer(self) -> Any:
         # Faust wraps this in a `stampede` that yields to the loop three times per call, once
@@ -543,7 +519,3 @@ class _Pipes(Service):
 
 def log_debug() -> bool:
     return logging.getLogger("sagabridge").isEnabledFor(logging.DEBUG)
-
-
-def _batch(inputs: list[Any]) -> bytes:
-    return json.dumps({"i": inputs}, separators=(",", ":")).encode()

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from bridge.engine.apply import apply, flow_for
 from bridge.engine.effects import Command, DeadLetter, Forward, Lifecycle
-from bridge.engine.inputs import Associate, Input, entity_of
+from bridge.engine.inputs import Associate, Event, Input, entity_of
 from bridge.engine.state import State, state_from_json
 from bridge.engine.wire import entity_key, input_from_wire, input_to_wire
 from bridge.flow.compiled import Catalog, CompiledFlow
@@ -50,6 +50,7 @@ class Outbox:
     dues: dict[str, Due | None] = field(default_factory=dict)  # state key -> next tick
     states: dict[str, State | None] = field(default_factory=dict)  # to store once sent
     partitions: dict[str, int] = field(default_factory=dict)  # state key -> its partition
+    events: dict[tuple[str, str], int] = field(default_factory=dict)  # (flow, event) -> count
     applied: int = 0
 
 
@@ -111,6 +112,9 @@ class Processor:
             assert flow is not None
             new, effects = apply(flow, state, inp)
             out.applied += 1
+            if isinstance(inp, Event) and alias is None:
+                counted = (flow_name, inp.name)
+                out.events[counted] = out.events.get(counted, 0) + 1
             touched[ek] = new
             out.partitions[ek] = partition
             out.dues[ek] = due_of(new, flow_name, key, alias)

@@ -21,7 +21,7 @@ class RoutedBatch:
     inputs: dict[int, list[list[Any]]] = field(default_factory=dict)
     dead: list[tuple[SourceRecord, str]] = field(default_factory=list)
     matched: int = 0
-    unmatched: int = 0
+    unmatched: dict[str, int] = field(default_factory=dict)  # source -> messages
 
 
 class Router:
@@ -64,7 +64,7 @@ class Router:
             )
             routed = self.matcher.route(msg)
             if not routed.matched:
-                out.unmatched += 1
+                out.unmatched[record.source] = out.unmatched.get(record.source, 0) + 1
                 continue
             out.matched += 1
             for dead in routed.dead:

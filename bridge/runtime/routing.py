@@ -6,6 +6,9 @@ state can be found again by anyone who knows the key, including Faust's table ro
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from aiokafka.partitioner import murmur2
 
 from bridge.engine.inputs import Input, entity_of
@@ -21,3 +24,8 @@ def target_of(inp: Input, partitions: int) -> tuple[str, int]:
     flow, key, alias = entity_of(inp)
     ek = entity_key(flow, key, alias)
     return ek, partition_for(ek, partitions)
+
+
+def encode_batch(inputs: list[Any]) -> bytes:
+    """One input-topic message: a micro-batch of wire inputs for one partition."""
+    return json.dumps({"i": inputs}, separators=(",", ":")).encode()

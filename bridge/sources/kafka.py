@@ -114,3 +114,15 @@ class KafkaSource:
             log.info("sources.commit_skipped", reason="rebalance")
         except KafkaError as exc:
             log.warning("sources.commit_failed", error=str(exc))
+
+    async def lag(self) -> list[tuple[str, int]]:
+        """(topic, messages behind) for each assigned partition, from the last fetch."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        out = []
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None:
+                out.append((tp.topic, high - await consumer.position(tp)))
+        return out
