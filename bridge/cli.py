@@ -17,7 +17,7 @@ from bridge.engine.timefmt import parse_time
 from bridge.errors import ConfigError, FlowError, SagabridgeError
 from bridge.flow import load_compiled, load_flows
 from bridge.flow.compiled import with_mode
-from bridge.flow.graph import dot, mermaid
+from bridge.flow.graph import dot, mermaid, svg
 from bridge.summary import render_summary
 
 
@@ -52,16 +52,21 @@ def validate(files: tuple[Path, ...]) -> None:
 @main.command()
 @click.argument("flow", type=click.Path(path_type=Path))
 @click.option(
-    "--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot", "svg"]),
+    default="mermaid",
+    show_default=True,
 )
 def graph(flow: Path, fmt: str) -> None:
-    """Draw FLOW (a flow file) as a Mermaid or Graphviz diagram."""
+    """Draw FLOW (a flow file) as a Mermaid or Graphviz diagram, or as a standalone SVG."""
     try:
         compiled = load_compiled([flow])
     except FlowError as exc:
         _fail(exc.problems)
     for f in compiled:
-        click.echo(mermaid(f) if fmt == "mermaid" else dot(f), nl=False)
+        draw = {"mermaid": mermaid, "dot": dot, "svg": svg}[fmt]
+        click.echo(draw(f), nl=False)
 
 
 @main.command()
@@ -212,6 +217,69 @@ def run(
         run_worker(settings, compiled)
     except SagabridgeError as exc:
         _fail([f"sagabridge: {exc}"], 1)
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="YAML settings file (app_id, bootstrap, dlq_topic, sqs).",
+)
+@click.option("--bootstrap", help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT].")
+@click.option("--sqs-endpoint", help="SQS endpoint URL, for messages that came from SQS.")
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    help="Only messages from this source (kafka://TOPIC or sqs://QUEUE); repeatable.",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be replayed; send nothing.")
+def replay(
+    config_file: Path | None,
+    bootstrap: str | None,
+    sqs_endpoint: str | None,
+    sources: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    """Send dead-lettered messages back to their source, once the cause is fixed.
+
+    Reads the DLQ from where the last replay stopped (consumer group <app_id>-replay) to its
+    current end; each message goes back to its topic or queue with its key and headers.
+    """
+    import asyncio
+
+    from bridge.runtime.replay import replay as run_replay
+
+    for source in sources:
+        if not source.startswith(("kafka://", "sqs://")):
+            _fail([f"--source {source}: use kafka://TOPIC or sqs://QUEUE"], 2)
+    try:
+        settings = load_settings(config_file, bootstrap=bootstrap, sqs_endpoint=sqs_endpoint)
+        console = Console(stderr=True)
+        with console.status("reading the dead-letter topic") as status:
+            report = asyncio.run(
+                run_replay(
+                    settings,
+                    sources,
+                    dry_run,
+                    lambda n: status.update(f"{n} message(s) {'found' if dry_run else 'sent'}"),
+                )
+            )
+    except ConfigError as exc:
+        _fail(str(exc).splitlines(), 2)
+    except SagabridgeError as exc:
+        _fail([f"sagabridge: {exc}"], 1)
+    verb = "would replay" if dry_run else "replayed"
+    total = sum(report.replayed.values())
+    click.echo(f"{verb} {total} message(s) from {settings.dlq_topic}")
+    for source, n in sorted(report.replayed.items()):
+        click.echo(f"  {source}: {n}")
+    for why, n in sorted(report.skipped.items()):
+        click.echo(f"  skipped {n}: {why}")
+    if dry_run:
+        for source, reason in report.examples:
+            click.echo(f"  e.g. {source}: {reason}")
 
 
 @main.group()

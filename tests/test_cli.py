@@ -54,6 +54,24 @@ def test_graph_draws_every_step_in_both_formats(cli):
     assert '"step:reserve" -> "step:pay" [label="InventoryReserved"]' in dot.output
 
 
+def test_graph_svg_is_a_standalone_drawing_laid_out_by_after(cli, tmp_path):
+    from xml.etree import ElementTree
+
+    flow = tmp_path / "fan.yaml"
+    text = EXAMPLE.read_text().replace("    after: [pay]\n", "    after: [reserve]\n")
+    flow.write_text(text)  # ship now runs beside pay: both in the second column
+    out = cli("graph", str(flow), "--format", "svg")
+    assert out.exit_code == 0, out.output
+    root = ElementTree.fromstring(out.output)
+    ns = "{http://www.w3.org/2000/svg}"
+    boxes = root.findall(f"{ns}rect")
+    assert len(boxes) == 3
+    texts = [t.text for t in root.iter(f"{ns}text")]
+    assert {"reserve", "pay", "ship", "OrderPlaced", "completed"} <= set(texts)
+    x = {t.text: float(t.get("x")) for t in root.iter(f"{ns}text") if t.get("font-weight")}
+    assert x["reserve"] < x["pay"] == x["ship"]
+
+
 def test_simulate_prints_one_json_document(cli, tmp_path):
     events = tmp_path / "e.jsonl"
     lines = [placed(0), reserved(5)]

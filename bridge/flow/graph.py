@@ -95,3 +95,87 @@ def dot(flow: CompiledFlow) -> str:
         lines.append(f'  {src} -> {dst} [label="{label}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def layers(flow: CompiledFlow) -> dict[str, int]:
+    """Column of each step: one right of its furthest predecessor (the start event is 0)."""
+    column: dict[int, int] = {}
+
+    def of(i: int) -> int:
+        if i not in column:
+            after = flow.steps[i].after
+            column[i] = 1 + max((of(j) for j in after), default=0)
+        return column[i]
+
+    return {s.name: of(s.index) for s in flow.steps}
+
+
+_BOX_W, _BOX_H, _GAP_X, _GAP_Y, _PAD = 190, 74, 130, 26, 20
+
+
+def svg(flow: CompiledFlow) -> str:
+    """A standalone SVG: no Graphviz needed. Steps in columns by `after`, edges labelled with
+    the events that move the flow on."""
+    cols = layers(flow)
+    last = max(cols.values(), default=0) + 1
+    rows: dict[int, list[str]] = {}
+    for step in flow.steps:
+        rows.setdefault(cols[step.name], []).append(step.name)
+    height_rows = max((len(r) for r in rows.values()), default=1)
+    width = _PAD * 2 + (last + 1) * _BOX_W + last * _GAP_X
+    height = _PAD * 2 + height_rows * _BOX_H + (height_rows - 1) * _GAP_Y + 20
+
+    def pos(name: str | None) -> tuple[float, float]:
+        """Centre of a node; None is the start (left) or the end (right) by context."""
+        col = cols[name] if name is not None else 0
+        row = rows[col].index(name) if name is not None else 0
+        count = len(rows[col]) if name is not None else 1
+        x = _PAD + col * (_BOX_W + _GAP_X) + _BOX_W / 2
+        top = (height - count * _BOX_H - (count - 1) * _GAP_Y) / 2
+        return x, top + row * (_BOX_H + _GAP_Y) + _BOX_H / 2
+
+    def esc(text: str) -> str:
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">',
+        f"<title>{esc(flow.name)} v{flow.version}</title>",
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
+        'markerHeight="8" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>',
+    ]
+    sx, sy = pos(None)
+    ex = _PAD + last * (_BOX_W + _GAP_X) + _BOX_W / 2
+    out.append(f'<circle cx="{sx}" cy="{sy}" r="34" fill="#eef" stroke="#557"/>')
+    out.append(f'<text x="{sx}" y="{sy + 4}" text-anchor="middle">{esc(flow.start)}</text>')
+    out.append(f'<circle cx="{ex}" cy="{sy}" r="34" fill="#efe" stroke="#575"/>')
+    out.append(f'<text x="{ex}" y="{sy + 4}" text-anchor="middle">completed</text>')
+    for a, b, label in _edges(flow):
+        x1, y1 = pos(a) if a is not None else (sx, sy)
+        x2, y2 = pos(b) if b is not None else (ex, sy)
+        x1 += 34 if a is None else _BOX_W / 2
+        x2 -= 34 if b is None else _BOX_W / 2
+        out.append(
+            f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#555" '
+            'marker-end="url(#arrow)"/>'
+        )
+        out.append(
+            f'<text x="{(x1 + x2) / 2}" y="{(y1 + y2) / 2 - 5}" text-anchor="middle" '
+            f'font-size="10" fill="#333">{esc(label)}</text>'
+        )
+    for step in flow.steps:
+        cx, cy = pos(step.name)
+        x, y = cx - _BOX_W / 2, cy - _BOX_H / 2
+        fill = {"observe": "#f6f6f6", "shadow": "#fff7e0", "orchestrate": "#e6f0ff"}[step.mode]
+        out.append(
+            f'<rect x="{x}" y="{y}" width="{_BOX_W}" height="{_BOX_H}" rx="6" fill="{fill}" '
+            'stroke="#333"/>'
+        )
+        for n, line in enumerate(_label(step).split("\\n")):
+            weight = ' font-weight="bold"' if n == 0 else ""
+            out.append(
+                f'<text x="{cx}" y="{y + 16 + n * 14}" text-anchor="middle"{weight}>'
+                f"{esc(line)}</text>"
+            )
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
