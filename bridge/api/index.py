@@ -94,7 +94,12 @@ class Summary:
             "deadline_at": iso(self.deadline) if self.deadline is not None else None,
             "active": [n for n, s, _, _ in self.steps if s == ACTIVE],
             "overdue": self.overdue_steps(now),
-            "failed": [n for n, s, _, _ in self.steps if s in ("FAILED", TIMED_OUT)],
+            # final failures only: a TIMED_OUT step of a running instance is `overdue`
+            "failed": [
+                n
+                for n, s, _, _ in self.steps
+                if s == "FAILED" or (s == TIMED_OUT and self.status not in _OPEN)
+            ],
             "reason": self.reason,
         }
 
