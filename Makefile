@@ -23,7 +23,13 @@ demo: install
 	$(BIN)/sagabridge simulate --flow examples/flows --events $(DEMO_STREAM) --summary
 	$(BIN)/sagabridge simulate --flow examples/flows --events $(DEMO_STREAM) --summary --mode orchestrate
 
-test: install
+# The dashboard's browser tests drive Debian's Chromium (Playwright's own download is not used).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "make test needs Chromium at $(CHROMIUM): install Debian's chromium package" >&2; exit 1; }
+	apt-get install -y -q chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)
+
+test: install $(CHROMIUM)
 	$(BIN)/pytest
 
 lint: install
