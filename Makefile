@@ -15,13 +15,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Until the live demo on the embedded broker lands, the demo replays a recorded day of orders
-# through the engine: first as the flow says (observe), then as if every step were orchestrated.
-DEMO_STREAM := examples/streams/orders.jsonl
+# The live demo: the embedded broker, moto's SQS server, four choreographed services (orders,
+# inventory, payment, shipping) and sagabridge tracking them, until Ctrl-C. Knobs go in DEMO_ARGS
+# (`sagabridge demo --help` lists them), e.g. make demo DEMO_ARGS='--mode observe --lose-rate 0.2';
+# a bounded run that stops by itself: make demo DEMO_ARGS='--duration 60'.
+DEMO_ARGS ?=
 demo: install
-	$(BIN)/sagabridge validate examples/flows
-	$(BIN)/sagabridge simulate --flow examples/flows --events $(DEMO_STREAM) --summary
-	$(BIN)/sagabridge simulate --flow examples/flows --events $(DEMO_STREAM) --summary --mode orchestrate
+	$(BIN)/sagabridge demo $(DEMO_ARGS)
 
 # The dashboard's browser tests drive Debian's Chromium (Playwright's own download is not used).
 CHROMIUM ?= /usr/bin/chromium

@@ -398,3 +398,9 @@ def status(flow: str, key: str, url: str, as_json: bool) -> None:
         click.echo(json.dumps(found, indent=2))
     else:
         render_instance(found, Console())
+
+
+# The demo's command imports only click; the demo itself loads when the command runs.
+from bridge.demo.command import demo  # noqa: E402
+
+main.add_command(demo)
