@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_ms: int = Field(default=20, ge=1, le=1_000)
     tick_ms: int = Field(default=200, ge=10, le=1_000)
+    # An ended instance's state is deleted this long after it ended (0: kept for ever).
+    ended_retention_s: float = Field(default=7 * 86_400, ge=0)
     fetch_wait_ms: int = Field(default=100, ge=1, le=1_500)  # longest a fetch may wait
     create_topics: bool = True
     # Tansu reports a partition's end offset from the last batch's first record, so a changelog

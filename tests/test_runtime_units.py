@@ -19,7 +19,7 @@ from bridge.errors import ConfigError
 from bridge.flow import load_compiled
 from bridge.runtime.deadlines import RESEND_MS, DeadlineIndex
 from bridge.runtime.kafka import client_kwargs
-from bridge.runtime.processor import Due, Processor, decode_state
+from bridge.runtime.processor import Due, Processor, decode_state, due_of
 from bridge.runtime.router import Router
 from bridge.runtime.routing import partition_for, target_of
 from bridge.sources.record import SourceRecord
@@ -210,3 +210,45 @@ def test_kafka_security_settings_pass_through() -> None:
         client_kwargs(s)
     with pytest.raises(ConfigError, match="no Kafka address given"):
         client_kwargs(load_settings(None))
+
+
+async def test_an_ended_instance_is_deleted_by_the_tick_after_its_retention() -> None:
+    flows = load_compiled([EXAMPLE])
+    processor = Processor(flows, 1, retention_ms=60_000)
+    router = Router(Matcher(flows), {}, 1)
+    store = DictStore()
+    lines = [placed(0, "o-1"), reserved(1, "o-1"), captured(2, "o-1", "p-1")]
+    lines.append(dispatched(3, "p-1"))
+    routed = await router.route([record(line, n) for n, line in enumerate(lines)])
+    queue = list(routed.inputs.items())
+    out = None
+    while queue:
+        partition, batch = queue.pop(0)
+        out = processor.process(partition, batch, store)
+        processor.store_states(out, store)
+        queue.extend(out.inputs.items())
+    state = decode_state(store["order-fulfilment/o-1"])
+    assert isinstance(state, Instance) and state.status == "COMPLETED"
+    assert state.ended is not None
+    ended = state.ended
+    assert out is not None and out.dues["order-fulfilment/o-1"] == Due(
+        ended + 60_000, "order-fulfilment", "o-1", None
+    )
+    early = processor.process(0, [["t", "order-fulfilment", "o-1", ended + 59_999, None]], store)
+    assert early.expired == 0 and early.states["order-fulfilment/o-1"] is not None
+    late = processor.process(0, [["t", "order-fulfilment", "o-1", ended + 60_000, None]], store)
+    assert late.expired == 1 and late.dues["order-fulfilment/o-1"] is None
+    processor.store_states(late, store)
+    assert "order-fulfilment/o-1" not in store
+    assert "order-fulfilment/@payment_id/p-1" in store  # associations are not instances
+
+
+def test_retention_zero_keeps_ended_instances() -> None:
+    flows = load_compiled([EXAMPLE])
+    inst = Instance("o-1", 1, 3)
+    inst.status, inst.ended = "COMPLETED", 5_000
+    assert due_of(inst, "order-fulfilment", "o-1", None, 0) is None
+    assert due_of(inst, "order-fulfilment", "o-1", None, 10) == Due(
+        5_010, "order-fulfilment", "o-1", None
+    )
+    assert Processor(flows, 1).retention_ms == 0

@@ -87,7 +87,8 @@ class Runtime:
     def __init__(self, settings: Settings, flows: Sequence[CompiledFlow]) -> None:
         self.settings = settings
         self.partitions = settings.input_partitions
-        self.processor = Processor(flows, self.partitions)
+        self.retention_ms = int(settings.ended_retention_s * 1000)
+        self.processor = Processor(flows, self.partitions, self.retention_ms)
         self.catalog = self.processor.catalog
         self.deadlines = DeadlineIndex()
         self.codecs: dict[str, Codec] = {}
@@ -165,7 +166,13 @@ class Runtime:
             else None
         )
         self.pipes = _Pipes(self)
-        self.counts = {"routed": 0, "applied": 0, "commands": 0, "dead_lettered": 0}
+        self.counts = {
+            "routed": 0,
+            "applied": 0,
+            "commands": 0,
+            "dead_lettered": 0,
+            "expired": 0,
+        }
         self.app.agent(self.input_topic, name="sagabridge-inputs")(self._inputs_agent)
         self.app.timer(interval=settings.tick_ms / 1000, name="sagabridge-deadlines")(
             self._fire_deadlines
@@ -260,6 +267,7 @@ class Runtime:
                     _current_event.reset(token)
             self.deadlines.update_all(out.dues, out.partitions)
             self.counts["applied"] += out.applied
+            self.counts["expired"] += out.expired
             self._observe(out)
 
     def _observe(self, out: Outbox) -> None:
@@ -430,7 +438,7 @@ class Runtime:
             p = partition_for(key, self.partitions)
             if p in found and raw is not None:
                 flow, state_key, alias = parse_entity_key(key)
-                due = due_of(decode_state(raw), flow, state_key, alias)
+                due = due_of(decode_state(raw), flow, state_key, alias, self.retention_ms)
                 if due is not None:
                     found[p].append((key, due))
         for p, dues in found.items():

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from bridge.engine.apply import apply, flow_for
 from bridge.engine.effects import Command, DeadLetter, Forward, Lifecycle
-from bridge.engine.inputs import Associate, Event, Input, entity_of
-from bridge.engine.state import State, state_from_json
+from bridge.engine.inputs import Associate, Event, Input, Tick, entity_of
+from bridge.engine.state import ENDED, Instance, State, state_from_json
 from bridge.engine.wire import entity_key, input_from_wire, input_to_wire
 from bridge.flow.compiled import Catalog, CompiledFlow
 from bridge.runtime.routing import partition_for
@@ -52,6 +52,7 @@ class Outbox:
     partitions: dict[str, int] = field(default_factory=dict)  # state key -> its partition
     events: dict[tuple[str, str], int] = field(default_factory=dict)  # (flow, event) -> count
     applied: int = 0
+    expired: int = 0  # ended instances deleted after their retention
 
 
 def encode_state(state: State) -> bytes:
@@ -62,16 +63,43 @@ def decode_state(raw: bytes) -> State:
     return state_from_json(json.loads(raw))
 
 
-def due_of(state: State | None, flow: str, key: str, alias: str | None) -> Due | None:
-    if state is None or state.wake is None:
+def due_of(
+    state: State | None, flow: str, key: str, alias: str | None, retention_ms: int = 0
+) -> Due | None:
+    """When `state` next needs a tick: its own timers, or the end of an ended instance's
+    retention (a tick then deletes it)."""
+    if state is None:
         return None
-    return Due(state.wake, flow, key, alias)
+    wake = state.wake
+    ended = isinstance(state, Instance) and state.status in ENDED and state.ended is not None
+    if retention_ms and ended:
+        assert isinstance(state, Instance) and state.ended is not None
+        expiry = state.ended + retention_ms
+        wake = expiry if wake is None else min(wake, expiry)
+    if wake is None:
+        return None
+    return Due(wake, flow, key, alias)
+
+
+def expired(state: State | None, inp: Input, retention_ms: int) -> bool:
+    """An ended instance whose retention is over, reached by a tick: its state goes."""
+    return (
+        retention_ms > 0
+        and isinstance(inp, Tick)
+        and isinstance(state, Instance)
+        and state.status in ENDED
+        and state.ended is not None
+        and inp.at >= state.ended + retention_ms
+    )
 
 
 class Processor:
-    def __init__(self, flows: Iterable[CompiledFlow], partitions: int) -> None:
+    def __init__(
+        self, flows: Iterable[CompiledFlow], partitions: int, retention_ms: int = 0
+    ) -> None:
         self.partitions = partitions
         self.catalog = Catalog(flows)
+        self.retention_ms = retention_ms
 
     def process(
         self,
@@ -108,6 +136,12 @@ class Processor:
             else:
                 raw = store.get(ek)
                 state = decode_state(raw) if raw is not None else None
+            if expired(state, inp, self.retention_ms):
+                touched[ek] = None
+                out.partitions[ek] = partition
+                out.dues[ek] = None
+                out.expired += 1
+                continue
             flow = flow_for(self.catalog, flow_name, state)
             assert flow is not None
             new, effects = apply(flow, state, inp)
@@ -117,7 +151,7 @@ class Processor:
                 out.events[counted] = out.events.get(counted, 0) + 1
             touched[ek] = new
             out.partitions[ek] = partition
-            out.dues[ek] = due_of(new, flow_name, key, alias)
+            out.dues[ek] = due_of(new, flow_name, key, alias, self.retention_ms)
             for fx in effects:
                 if isinstance(fx, Command):
                     out.commands.append(fx)

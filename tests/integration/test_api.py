@@ -363,3 +363,26 @@ def test_schemathesis_finds_no_server_errors(running: Running) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_an_ended_instance_leaves_after_its_retention(bootstrap: str, tmp_path: Path) -> None:
+    uid = uuid.uuid4().hex[:8]
+    flow, topics = flow_file(tmp_path, uid)
+    asyncio.run(create_topics(bootstrap, topics))
+    env = {"SAGABRIDGE_ENDED_RETENTION_S": "2"}
+    worker = Worker(flow, bootstrap, f"sb-{uid}", tmp_path, **env).start()
+    lines = retarget(stream(f"r{uid}"), uid, int(time.time() * 1000))
+    try:
+        worker.wait_ready()
+        asyncio.run(produce_lines(bootstrap, lines))
+        done = worker.wait_for(FLOW, f"r{uid}-1", lambda b: b["status"] == "COMPLETED")
+        assert done["ended_at"]
+        deadline = time.monotonic() + 30
+        while worker.get(FLOW, f"r{uid}-1")[0] != 404:
+            assert time.monotonic() < deadline, worker.tail()
+            time.sleep(0.2)
+        code, body, _ = call(worker.url + f"/api/flows/{FLOW}/instances?key_prefix=r{uid}")
+        keys = {i["key"] for i in body["items"]}
+        assert f"r{uid}-1" not in keys and f"r{uid}-5" in keys  # running ones stay
+    finally:
+        assert worker.stop() == 0
