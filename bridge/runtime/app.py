@@ -21,6 +21,8 @@ import structlog
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from bridge.codecs import Codec, build_codec
 from bridge.config import Settings
@@ -448,11 +450,28 @@ class Runtime:
         log.info("deadlines.indexed", partitions=sorted(assigned), pending=len(self.deadlines))
 
 
+class _FlowControl(FlowControlEvent):
+    """Faust's flow control, whose resume() empties the stream buffers only when the flow was
+    suspended. Faust's recovery resumes it while it reads the changelog, then again once the
+    input partitions are fetchable and sought to their committed offsets: that second emptying
+    dropped input messages fetched in between, which Faust had already counted as read, so they
+    were never applied and their partition stopped committing."""
+
+    def resume(self) -> None:
+        if self.is_active():
+            return
+        super().resume()
+
+
 class _App(faust.App):
     """Faust's App, with a cheaper producer check on the changelog path, and a web server that
     leaves "/" to the dashboard and answers API errors in JSON."""
 
     _producer_lock: asyncio.Lock | None = None
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return _FlowControl(loop=self.loop)
 
     def _new_web(self) -> Any:
         driver = super()._new_web().__class__
