@@ -11,17 +11,21 @@ command does, and only sagabridge sends one.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
+
 from bridge.demo.buses import KafkaBus, SqsBus
 from bridge.demo.faults import Faults, Ledger
 from bridge.demo.flowfile import PAYMENTS, SHIPPING_QUEUE
-from bridge.demo.knobs import Bus
+from bridge.demo.knobs import Bus, Knobs
 
 Emit = Callable[[str], Awaitable[None]]
 
@@ -242,3 +246,90 @@ class Services:
         for task in list(self.background):
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+
+
+# -- on their own: python -m bridge.demo.services -------------------------------------------
+
+
+async def _partitions(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """Partition counts of the topics the services read (created by `sagabridge topics apply`)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    out = {}
+    for topic in described:
+        if topic.get("error_code") or not topic.get("partitions"):
+            raise SystemExit(
+                f"demo services: topic {topic['topic']} does not exist; run topics apply"
+            )
+        out[topic["topic"]] = len(topic["partitions"])
+    return out
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """The four services against brokers run by someone else (docker-compose.yml)."""
+    knobs = Knobs(
+        orders_per_second=args.orders_per_second,
+        decline_rate=args.decline_rate,
+        lose_rate=args.lose_rate,
+        slow_rate=args.slow_rate,
+        seed=args.seed,
+    )
+    payments_on: Bus = "sqs" if args.sqs_endpoint else "kafka"
+    topics = ["orders.events", "inventory.events", "inventory.commands", "shipping.commands"]
+    if payments_on == "kafka":
+        topics += [PAYMENTS["kafka"][k].removeprefix("kafka://") for k in ("events", "commands")]
+    kafka = KafkaBus(args.bootstrap, await _partitions(args.bootstrap, topics))
+    await kafka.start()
+    sqs = None
+    if args.sqs_endpoint:
+        sqs = SqsBus(args.sqs_endpoint)
+        await sqs.start()
+        await sqs.create_queues(
+            [PAYMENTS["sqs"][k].removeprefix("sqs://") for k in ("events", "commands")]
+            + [SHIPPING_QUEUE]
+        )
+    # The example flow's own deadlines: a slow event arrives after them.
+    slow = {"reserve": 30 + 5.0, "pay": 120 + 5.0, "ship": 48 * 3600 + 5.0}
+    services = Services(kafka, sqs, payments_on, Faults(knobs), Ledger(), slow)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.ensure_future(t) for t in services.tasks()]
+    tasks.append(asyncio.ensure_future(services.place_orders(knobs.orders_per_second, 0, stop)))
+    print(f"demo services: orders, inventory, payment (on {payments_on}), shipping", flush=True)
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await services.stop()
+    await kafka.stop()
+    if sqs is not None:
+        await sqs.stop()
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.demo.services",
+        description="The demo's four choreographed services, against your Kafka (and SQS).",
+    )
+    parser.add_argument("--bootstrap", required=True, help="Kafka HOST:PORT")
+    parser.add_argument("--sqs-endpoint", help="SQS endpoint URL; payments then run on SQS")
+    parser.add_argument("--orders-per-second", type=float, default=1.0)
+    parser.add_argument("--decline-rate", type=float, default=0.1)
+    parser.add_argument("--lose-rate", type=float, default=0.05)
+    parser.add_argument("--slow-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(serve(parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

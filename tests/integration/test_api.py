@@ -382,6 +382,7 @@ def test_an_ended_instance_leaves_after_its_retention(bootstrap: str, tmp_path: 
             assert time.monotonic() < deadline, worker.tail()
             time.sleep(0.2)
         code, body, _ = call(worker.url + f"/api/flows/{FLOW}/instances?key_prefix=r{uid}")
+        assert code == 200, body
         keys = {i["key"] for i in body["items"]}
         assert f"r{uid}-1" not in keys and f"r{uid}-5" in keys  # running ones stay
     finally:
