@@ -232,3 +232,24 @@ def test_a_taken_port_stops_the_demo_with_one_clear_line(tmp_path: Path, option:
     ], done.stderr
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert f"127.0.0.1:{port}" not in ps.stdout and f"--web-port {port}" not in ps.stdout
+
+
+def test_a_broker_that_cannot_start_stops_the_demo_with_one_clear_line(tmp_path: Path) -> None:
+    broken = tmp_path / "tansu"
+    broken.write_text("#!/bin/sh\necho 'listener: address family not supported' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    done = subprocess.run(
+        [SAGABRIDGE, "demo", "--duration", "5", "--web-port", str(free_port())],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "CALF_TANSU_BIN": str(broken)},
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sagabridge demo: the embedded broker cannot"), (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr + done.stdout
