@@ -19,7 +19,7 @@ from kafka_io import create_topics, produce_lines, read_topic
 from prometheus_client.parser import text_string_to_metric_families
 from support import placed
 from test_runtime import FLOW, expected, flow_file, retarget, stream
-from workers import Worker
+from workers import Worker, wait_shared
 
 pytestmark = pytest.mark.kafka
 
@@ -292,20 +292,7 @@ def test_search_and_counts_span_the_workers_of_the_group(bootstrap: str, tmp_pat
     first = Worker(flow, bootstrap, f"sb-{uid}", tmp_path).start()
     second = Worker(flow, bootstrap, f"sb-{uid}", tmp_path).start()
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # both hold partitions
-            a, b = first.health(), second.health()
-            if (
-                a
-                and b
-                and a["partitions"]
-                and b["partitions"]
-                and len(a["partitions"]) + len(b["partitions"]) == 4
-            ):
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"no rebalance:\n{first.tail()}\n{second.tail()}")
+        wait_shared(first, second, partitions=4)
         base = int(time.time() * 1000)
         lines = [placed(n * 0.01, k) for n, k in enumerate(keys)]
         asyncio.run(produce_lines(bootstrap, retarget(lines, uid, base)))

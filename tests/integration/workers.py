@@ -133,3 +133,14 @@ class Worker:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
+
+
+def wait_shared(first: Worker, second: Worker, partitions: int, timeout: float = 60) -> None:
+    """Until the two workers of one group each hold some of the `partitions` input partitions."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = [h["partitions"] if h else [] for h in (first.health(), second.health())]
+        if all(held) and len(held[0]) + len(held[1]) == partitions:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"no rebalance:\n{first.tail()}\n{second.tail()}")
