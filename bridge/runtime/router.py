@@ -31,21 +31,21 @@ class Router:
         self.partitions = partitions
         self._json = JsonCodec()
 
-    async def _decode(self, record: SourceRecord) -> Any:
-        codec = self.codecs.get(record.source, self._json)
-        try:
-            return codec.decode(record.value, dict(record.headers))
-        except UnknownSchemaId as missing:
-            await codec.prefetch(missing.schema_id)  # type: ignore[attr-defined]
-            return codec.decode(record.value, dict(record.headers))
+    async def _fetch_and_decode(self, codec: Codec, record: SourceRecord, schema_id: Any) -> Any:
+        await codec.prefetch(schema_id)  # type: ignore[attr-defined]
+        return codec.decode(record.value, dict(record.headers))
 
     async def route(self, records: Sequence[SourceRecord]) -> RoutedBatch:
         """Route a batch in arrival order: Kafka orders each partition, not topics against
         each other, so a batch mixing topics is put back in timestamp order first."""
         out = RoutedBatch()
         for record in sorted(records, key=lambda r: r.timestamp_ms):
+            codec = self.codecs.get(record.source, self._json)
             try:
-                decoded = await self._decode(record)
+                try:  # without an await per record, unless a schema must be fetched
+                    decoded = codec.decode(record.value, dict(record.headers))
+                except UnknownSchemaId as missing:
+                    decoded = await self._fetch_and_decode(codec, record, missing.schema_id)
             except DecodeError as exc:
                 out.dead.append((record, f"cannot decode: {exc}"))
                 continue

@@ -6,6 +6,7 @@ state can be found again by anyone who knows the key, including Faust's table ro
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -15,7 +16,9 @@ from bridge.engine.inputs import Input, entity_of
 from bridge.engine.wire import entity_key
 
 
+@functools.lru_cache(maxsize=65_536)
 def partition_for(key: str, partitions: int) -> int:
+    # Cached: murmur2 is pure Python, and a key comes back with each of its instance's events.
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
