@@ -174,9 +174,13 @@ EOF
     : >"$log"
     local java_opts=(-Djava.awt.headless=true -Dlog4j2.configurationFile="$dir/log4j2.properties")
     # The cluster id is a base64url UUID, as `kafka-storage random-uuid` prints; Python
-    # makes one without a second JVM start.
-    cluster_id=$("$PY" -c \
-        'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22])')
+    # makes one without a second JVM start. One starting with '-' would read as an option.
+    cluster_id=$("$PY" -c 'import base64, uuid
+while True:
+    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+    if not cid.startswith("-"):
+        print(cid)
+        break')
     java -Xmx256m "${java_opts[@]}" -cp "$LIB/*" kafka.tools.StorageTool format \
         -t "$cluster_id" -c "$dir/server.properties" >>"$log" 2>&1 \
         || die "storage format failed, see $log"
