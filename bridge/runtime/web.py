@@ -167,7 +167,7 @@ class WebApi:
             reader = self._dlq_reader
             parts = reader.partitions_for_topic(self.rt.settings.dlq_topic)
             if parts is None:
-                await reader.force_metadata_update()
+                await reader._client.force_metadata_update()
                 parts = reader.partitions_for_topic(self.rt.settings.dlq_topic) or set()
             tps = [TopicPartition(self.rt.settings.dlq_topic, p) for p in parts]
             if tps:

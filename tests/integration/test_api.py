@@ -72,7 +72,8 @@ def running(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     worker = Worker(flow, bootstrap, f"sb-{uid}", tmp, args=("--api-token", "s3cret")).start()
     try:
         worker.wait_ready()
-        asyncio.run(produce_lines(bootstrap, lines))
+        bad = {"at": lines[-1]["at"], "source": f"kafka://orders.events.{uid}", "value": "{oops"}
+        asyncio.run(produce_lines(bootstrap, [*lines, bad]))
         for inst in sim["instances"]:
             worker.wait_for(FLOW, inst["key"], lambda b, i=inst: b["status"] == i["status"])
         yield Running(worker, uid, topics, sim)
@@ -227,13 +228,18 @@ def test_terminate_ends_the_instance_and_is_recorded_with_who_asked(running: Run
     assert any(h["type"] == "action" and h["by"] == "api@127.0.0.1" for h in inst["history"])
 
 
-def test_metrics_parse_as_prometheus_text_and_count_what_happened(running: Running) -> None:
+def scrape(running: Running) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     code, text, ctype = call(running.url("/metrics"))
     assert code == 200 and ctype.startswith("text/plain")
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
+def test_metrics_parse_as_prometheus_text_and_count_what_happened(running: Running) -> None:
+    samples = scrape(running)
 
     def value(series: str, **labels: str) -> float:
         return samples.get((series, frozenset(labels.items())), 0.0)
@@ -251,7 +257,13 @@ def test_metrics_parse_as_prometheus_text_and_count_what_happened(running: Runni
     sent = value("sagabridge_commands_total", flow=FLOW, name="ReserveInventory", action="invoke")
     assert sent == 5
     assert any(name == "sagabridge_step_duration_seconds_bucket" for name, _ in samples)
-    assert ("sagabridge_dlq_size", frozenset()) in samples
+    dead = value("sagabridge_dlq_messages_total", source=source)
+    assert dead == 1 == value("sagabridge_events_total", source=source, event="", outcome="dlq")
+    deadline = time.monotonic() + 15
+    while value("sagabridge_dlq_size") < 1:  # read from the broker every 5 s
+        assert time.monotonic() < deadline, "sagabridge_dlq_size never counted the dead letter"
+        time.sleep(0.5)
+        samples = scrape(running)
 
 
 def test_openapi_document_describes_every_route(running: Running) -> None:
@@ -356,11 +368,12 @@ def test_an_ended_instance_leaves_after_its_retention(bootstrap: str, tmp_path: 
     uid = uuid.uuid4().hex[:8]
     flow, topics = flow_file(tmp_path, uid)
     asyncio.run(create_topics(bootstrap, topics))
-    env = {"SAGABRIDGE_ENDED_RETENTION_S": "2"}
+    env = {"SAGABRIDGE_ENDED_RETENTION_S": "3"}
     worker = Worker(flow, bootstrap, f"sb-{uid}", tmp_path, **env).start()
-    lines = retarget(stream(f"r{uid}"), uid, int(time.time() * 1000))
     try:
         worker.wait_ready()
+        # Stamped now: retention counts from the event time at which an instance ended.
+        lines = retarget(stream(f"r{uid}"), uid, int(time.time() * 1000))
         asyncio.run(produce_lines(bootstrap, lines))
         done = worker.wait_for(FLOW, f"r{uid}-1", lambda b: b["status"] == "COMPLETED")
         assert done["ended_at"]
