@@ -25,7 +25,7 @@ from support import (
     released,
     reserved,
 )
-from workers import Worker
+from workers import Worker, wait_shared
 
 from bridge.engine.simulator import Simulator
 from bridge.engine.timefmt import iso, parse_time
@@ -280,20 +280,7 @@ async def test_two_workers_share_the_partitions_and_answer_for_each_other(
         for k in keys:
             first.wait_for(FLOW, k, lambda b: b["status"] == "RUNNING")
         second.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the group rebalances onto both workers
-            a, b = first.health(), second.health()
-            if (
-                a
-                and b
-                and a["partitions"]
-                and b["partitions"]
-                and len(a["partitions"]) + len(b["partitions"]) == 4
-            ):
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"no rebalance:\n{first.tail()}\n{second.tail()}")
+        wait_shared(first, second, partitions=4)  # the group rebalances onto both workers
         await produce_lines(
             bootstrap, retarget([reserved(1 + n * 0.01, k) for n, k in enumerate(keys)], uid, base)
         )
