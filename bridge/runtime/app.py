@@ -434,18 +434,22 @@ class Runtime:
         for p in self._indexed - assigned:
             self.deadlines.drop(p)
         fresh = assigned - self._indexed
+        self.web_api.index.drop_partitions(self._indexed - assigned)
         found: dict[int, list[Any]] = {p: [] for p in fresh}
+        # One pass over the table, each state decoded once, for the deadlines and the API index.
         for raw_key, raw in self.table.items():
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
             p = partition_for(key, self.partitions)
             if p in found and raw is not None:
                 flow, state_key, alias = parse_entity_key(key)
-                due = due_of(decode_state(raw), flow, state_key, alias, self.retention_ms)
+                state = decode_state(raw)
+                due = due_of(state, flow, state_key, alias, self.retention_ms)
                 if due is not None:
                     found[p].append((key, due))
+                if alias is None:
+                    self.web_api.index.update(flow, state_key, state, p)
         for p, dues in found.items():
             self.deadlines.rebuild(p, dues)
-        self.web_api.rebuild(frozenset(fresh), frozenset(self._indexed - assigned))
         self._indexed = assigned
         log.info("deadlines.indexed", partitions=sorted(assigned), pending=len(self.deadlines))
 

@@ -71,9 +71,12 @@ def due_of(
     if state is None:
         return None
     wake = state.wake
-    ended = isinstance(state, Instance) and state.status in ENDED and state.ended is not None
-    if retention_ms and ended:
-        assert isinstance(state, Instance) and state.ended is not None
+    if (
+        retention_ms
+        and isinstance(state, Instance)
+        and state.status in ENDED
+        and state.ended is not None
+    ):
         expiry = state.ended + retention_ms
         wake = expiry if wake is None else min(wake, expiry)
     if wake is None:

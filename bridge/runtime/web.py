@@ -34,7 +34,7 @@ from bridge.engine.apply import flow_for
 from bridge.engine.inputs import Action
 from bridge.engine.simulator import instance_view
 from bridge.engine.state import Instance
-from bridge.engine.wire import entity_key, input_to_wire, parse_entity_key
+from bridge.engine.wire import entity_key, input_to_wire
 from bridge.runtime.processor import decode_state
 from bridge.runtime.routing import encode_batch, partition_for
 
@@ -49,6 +49,10 @@ _TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _ident(url: URL) -> tuple[str, int]:
+    return (url.host or "", int(url.port or 80))
 
 
 def _loopback(host: str) -> bool:
@@ -96,9 +100,9 @@ class WebApi:
 
     # -- the group ----------------------------------------------------------------------------
 
-    def _self_ident(self) -> tuple[str, int]:
-        url = URL(str(self.rt.app.conf.canonical_url))
-        return (url.host or "", int(url.port or 80))
+    def is_self(self, url: URL) -> bool:
+        """Whether `url` is this worker's web address (as the partition assignor names it)."""
+        return _ident(url) == _ident(URL(str(self.rt.app.conf.canonical_url)))
 
     def peers(self) -> list[URL]:
         """Web addresses of the group's other workers, as the partition assignor knows them."""
@@ -106,13 +110,8 @@ class WebApi:
             hosts = self.rt.app.router.tables_metadata()
         except Exception:  # no assignment yet: this worker is alone as far as it knows
             return []
-        me = self._self_ident()
-        out = []
-        for host in sorted(hosts):
-            url = URL(str(host))
-            if (url.host or "", int(url.port or 80)) != me:
-                out.append(url)
-        return out
+        urls = (URL(str(host)) for host in sorted(hosts))
+        return [url for url in urls if not self.is_self(url)]
 
     async def ask_peers(self, path: str, query: dict[str, str]) -> tuple[list[Any], bool]:
         """GET `path` with `local=1` from every other worker; (answers, some worker failed)."""
@@ -137,21 +136,6 @@ class WebApi:
         return answers, len(answers) < len(peers)
 
     # -- batches ------------------------------------------------------------------------------
-
-    def rebuild(self, partitions: frozenset[int], removed: frozenset[int]) -> None:
-        """Summaries of newly assigned partitions from the table; drop the revoked ones."""
-        self.index.drop_partitions(removed)
-        if not partitions:
-            return
-        for raw_key, raw in self.rt.table.items():
-            if raw is None:
-                continue
-            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-            p = partition_for(key, self.rt.partitions)
-            if p in partitions:
-                flow, state_key, alias = parse_entity_key(key)
-                if alias is None:
-                    self.index.update(flow, state_key, decode_state(raw), p)
 
     async def refresh_gauges(self) -> None:
         """Lag and DLQ size need a broker round trip: read them now and then, not per scrape."""
@@ -382,8 +366,7 @@ class WebApi:
             owner = app.router.key_store(self.rt.table.name, ek)
         except Exception:
             return view.json({"error": "the worker group is rebalancing; retry"}, status=503)
-        me = self._self_ident()
-        if (owner.host or "", int(owner.port or 80)) == me:
+        if self.is_self(owner):
             return self.instance(flow, key) is not None
         url = owner.with_path(f"/api/flows/{flow}/instances/{key}")
         try:
