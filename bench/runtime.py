@@ -338,14 +338,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def latency(
-    saga: Saga, broker: Broker, rate: float, seconds: float, warmup: float
+    saga: Saga, broker: Broker, rate: float, seconds: float, warmup: float, run: int = 0
 ) -> dict[str, Any]:
-    """OrderPlaced at a steady `rate`; each one's ReserveInventory command matched by key."""
+    """OrderPlaced at a steady `rate`; each one's ReserveInventory command matched by key.
+    Runs on one worker need distinct `run` numbers: a key seen before starts no order."""
     from aiokafka import AIOKafkaProducer
 
     bootstrap, broker_pid = broker.bootstrap, broker.pid
     total = int(rate * (warmup + seconds))
-    prefix = f"lat{saga.uid}-"
+    prefix = f"lat{saga.uid}-{run}-"
     cpu0, bcpu0, own0, wall0 = (
         cpu_seconds(saga.check().pid),
         cpu_seconds(broker_pid),
@@ -422,6 +423,10 @@ async def latency(
         # Rising from the first to the last second: the worker did not keep up with `rate`.
         "first_second_p50_ms": round(percentile(to_record[: int(rate)], 0.5), 1),
         "last_second_p50_ms": round(percentile(to_record[-int(rate) :], 0.5), 1),
+        "p99_ms_by_second": [
+            round(percentile(to_record[i : i + int(rate)], 0.99), 1)
+            for i in range(0, len(to_record), max(1, int(rate)))
+        ],
         # Up to the last command: a worker that fell behind spent longer than the send phase.
         "worker_cpu_us_per_event": round((cpu1 - cpu0) / total * 1e6) if cpu0 and cpu1 else None,
         # What else wanted the 2 cores meanwhile: this benchmark's producer and consumer, broker.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -9,7 +10,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def iso(ms: int) -> str:
     """`1700000000000` -> `2023-11-14T22:13:20.000Z`."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    seconds, millis = divmod(int(ms), 1000)
+    return f"{_iso_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    # Cached: every lifecycle record and command carries a time, mostly of the last few seconds.
+    return (_EPOCH + timedelta(seconds=seconds)).isoformat()[:-6]
 
 
 def parse_time(value: object) -> int | None:

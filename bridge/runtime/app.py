@@ -11,20 +11,19 @@ import contextlib
 import json
 import logging
 import time
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import faust
 import structlog
-from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
 from bridge.codecs import Codec, build_codec
+from bridge.codecs.fastjson import dumps
 from bridge.config import Settings
 from bridge.engine.effects import Command, Lifecycle
 from bridge.engine.inputs import Tick
@@ -33,9 +32,10 @@ from bridge.engine.simulator import lifecycle_record
 from bridge.engine.wire import input_to_wire, parse_entity_key
 from bridge.errors import SagabridgeError
 from bridge.flow.compiled import CompiledFlow
+from bridge.runtime.changelog import Changelog
 from bridge.runtime.deadlines import DeadlineIndex
 from bridge.runtime.kafka import client_kwargs
-from bridge.runtime.processor import Outbox, Processor, decode_state, due_of
+from bridge.runtime.processor import Outbox, Processor, decode_state, due_of, state_writes
 from bridge.runtime.router import Router
 from bridge.runtime.routing import encode_batch, partition_for
 from bridge.runtime.web import WebApi, json_errors
@@ -48,21 +48,16 @@ from bridge.sources.sqs import SqsSource
 log = structlog.get_logger("sagabridge")
 
 
-class _TableStore:
-    """The Processor's view of the Faust table: text keys, JSON bytes values."""
+class _TableReader:
+    """The Processor's view of the Faust table: text keys, JSON bytes values. Writes go
+    through `Changelog`."""
 
     def __init__(self, table: Any) -> None:
         self.table = table
 
     def get(self, key: str) -> bytes | None:
-        value: bytes | None = self.table.get(key.encode())
+        value: bytes | None = self.table.data.get(key.encode())  # the store, no Faust wrapper
         return value
-
-    def put(self, key: str, value: bytes) -> None:
-        self.table[key.encode()] = value
-
-    def delete(self, key: str) -> None:
-        self.table.pop(key.encode(), None)
 
 
 def _credentials(settings: Settings) -> Any:
@@ -119,7 +114,10 @@ class Runtime:
             value_type=bytes,
             use_partitioner=True,
         )
-        self.store = _TableStore(self.table)
+        self.store = _TableReader(self.table)
+        self.changelog = Changelog(
+            self.app, self.table, tail_alone=settings.producer_batch_bytes <= 1
+        )
         # Faust holds back input delivery while more than 100 changelog records wait to go
         # out; a micro-batch writes hundreds at once, so allow many more.
         self.app.producer.buffer.max_messages = 20 * settings.batch_size
@@ -175,7 +173,10 @@ class Runtime:
             "dead_lettered": 0,
             "expired": 0,
         }
+        self._between_batches = asyncio.Event()
+        self._between_batches.set()
         self.app.agent(self.input_topic, name="sagabridge-inputs")(self._inputs_agent)
+        self.app.on_partitions_revoked.connect(cast(Any, self._partitions_revoked))
         self.app.timer(interval=settings.tick_ms / 1000, name="sagabridge-deadlines")(
             self._fire_deadlines
         )
@@ -199,6 +200,8 @@ class Runtime:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             producer_max_batch_size=s.producer_batch_bytes,
+            # Changelog writes leave one by one: without a linger each may be its own request.
+            producer_linger=0.005,
             broker_session_timeout=s.group_session_timeout,
             broker_heartbeat_interval=s.group_heartbeat_interval,
             broker_rebalance_timeout=s.group_rebalance_timeout,
@@ -240,37 +243,51 @@ class Runtime:
     async def _inputs_agent(self, stream: Any) -> None:
         within = self.settings.batch_ms / 1000
         async for events in stream.take_events(self.settings.batch_size, within=within):
-            out = Outbox()
-            by_partition: dict[int, Any] = {}
-            for event in events:
-                try:
-                    batch = json.loads(event.value)["i"]
-                    if not isinstance(batch, list):
-                        raise ValueError("'i' is not a list")
-                except (ValueError, KeyError, TypeError) as exc:
-                    reason = f"not an input batch: {exc}"
-                    await self.sink.acknowledged(
-                        [
-                            await self._dead_letter(
-                                event.value, [], event.key, reason, self.settings.input_topic
-                            )
-                        ]
-                    )
-                    continue
-                by_partition[event.message.partition] = event
-                self.processor.process(event.message.partition, batch, self.store, out)
-            await self._send_until_acknowledged(out)
-            for partition, event in by_partition.items():
-                # Faust's RocksDB store picks its database by the current event's partition.
-                token = _current_event.set(weakref.ref(event))
-                try:
-                    self.processor.store_states(out, self.store, partition)
-                finally:
-                    _current_event.reset(token)
-            self.deadlines.update_all(out.dues, out.partitions)
-            self.counts["applied"] += out.applied
-            self.counts["expired"] += out.expired
-            self._observe(out)
+            self._between_batches.clear()
+            try:
+                await self._apply(events)
+            finally:
+                self._between_batches.set()
+
+    async def _apply(self, events: list[Any]) -> None:
+        """Apply a taken batch: effects sent and acknowledged, then the states stored."""
+        out = Outbox()
+        by_partition: dict[int, Any] = {}
+        for event in events:
+            try:
+                batch = json.loads(event.value)["i"]
+                if not isinstance(batch, list):
+                    raise ValueError("'i' is not a list")
+            except (ValueError, KeyError, TypeError) as exc:
+                reason = f"not an input batch: {exc}"
+                await self.sink.acknowledged(
+                    [
+                        await self._dead_letter(
+                            event.value, [], event.key, reason, self.settings.input_topic
+                        )
+                    ]
+                )
+                continue
+            by_partition[event.message.partition] = event
+            self.processor.process(event.message.partition, batch, self.store, out)
+        await self._send_until_acknowledged(out)
+        await self.changelog.write(state_writes(out), by_partition)
+        self.deadlines.update_all(out.dues, out.partitions)
+        self.counts["applied"] += out.applied
+        self.counts["expired"] += out.expired
+        self._observe(out)
+
+    async def _partitions_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        """Faust has stopped delivering and flushed its producer; a batch taken before that
+        still sends its effects and states. Let it finish and its states reach the changelog
+        before the partitions go: their next owner reads the changelog to its end."""
+        try:
+            await asyncio.wait_for(
+                self._between_batches.wait(), timeout=self.settings.group_session_timeout / 2
+            )
+        except TimeoutError:
+            log.warning("rebalance.batch_still_running")
+        await self.app.producer.flush()
 
     def _observe(self, out: Outbox) -> None:
         """Keep the API's instance index and the metrics in step with the stored states."""
@@ -346,7 +363,7 @@ class Runtime:
             value, extra = codec.encode(env, headers)
             headers = {**headers, **extra}
         else:
-            value = json.dumps(env, separators=(",", ":")).encode()
+            value = dumps(env)
         return str(env["key"]).encode(), value, [(k, v.encode()) for k, v in headers.items()]
 
     def _lifecycle_record(self, rec: Lifecycle) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
@@ -354,8 +371,7 @@ class Runtime:
             # structlog reserves `event` for the message: an event name in the detail is renamed.
             fields = {("event_name" if k == "event" else k): v for k, v in rec.detail.items()}
             log.debug(rec.type, flow=rec.flow, key=rec.key, step=rec.step, **fields)
-        record = json.dumps(lifecycle_record(rec), separators=(",", ":")).encode()
-        return rec.key.encode(), record, []
+        return rec.key.encode(), dumps(lifecycle_record(rec)), []
 
     async def _dead_letter(
         self,

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bridge.codecs.fastjson import dumps
 from bridge.engine.apply import apply, flow_for
 from bridge.engine.effects import Command, DeadLetter, Forward, Lifecycle
 from bridge.engine.inputs import Associate, Event, Input, Tick, entity_of
@@ -21,9 +22,11 @@ from bridge.flow.compiled import Catalog, CompiledFlow
 from bridge.runtime.routing import partition_for
 
 
-class StateStore(Protocol):
+class StateReader(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
+
+class StateStore(StateReader, Protocol):
     def put(self, key: str, value: bytes) -> None: ...
 
     def delete(self, key: str) -> None: ...
@@ -56,7 +59,7 @@ class Outbox:
 
 
 def encode_state(state: State) -> bytes:
-    return json.dumps(state.to_json(), separators=(",", ":")).encode()
+    return dumps(state.to_json())
 
 
 def decode_state(raw: bytes) -> State:
@@ -108,7 +111,7 @@ class Processor:
         self,
         partition: int,
         batch: list[list[Any]],
-        store: StateStore,
+        store: StateReader,
         out: Outbox | None = None,
     ) -> Outbox:
         """Apply `batch`; the new states are in the outbox, not yet in the store.
@@ -182,3 +185,12 @@ class Processor:
                 store.delete(ek)
             else:
                 store.put(ek, encode_state(st))
+
+
+def state_writes(out: Outbox) -> dict[int, list[tuple[bytes, bytes | None]]]:
+    """The batch's states as changelog records (None: deleted), by partition."""
+    writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
+    for ek, st in out.states.items():
+        record = (ek.encode(), None if st is None else encode_state(st))
+        writes.setdefault(out.partitions[ek], []).append(record)
+    return writes

@@ -7,11 +7,11 @@ state can be found again by anyone who knows the key, including Faust's table ro
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 from aiokafka.partitioner import murmur2
 
+from bridge.codecs.fastjson import dumps
 from bridge.engine.inputs import Input, entity_of
 from bridge.engine.wire import entity_key
 
@@ -31,4 +31,4 @@ def target_of(inp: Input, partitions: int) -> tuple[str, int]:
 
 def encode_batch(inputs: list[Any]) -> bytes:
     """One input-topic message: a micro-batch of wire inputs for one partition."""
-    return json.dumps({"i": inputs}, separators=(",", ":")).encode()
+    return dumps({"i": inputs})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import faust
 import structlog
@@ -41,6 +42,7 @@ def run_worker(settings: Settings, flows: list[CompiledFlow]) -> None:
             bootstrap=settings.bootstrap,
             web=f"http://{settings.web_host}:{settings.web_port}",
         )
+        quiet_gc()
         worker = faust.Worker(
             runtime.app,
             runtime.pipes,
@@ -53,6 +55,16 @@ def run_worker(settings: Settings, flows: list[CompiledFlow]) -> None:
     finally:
         if broker is not None:
             broker.stop()
+
+
+def quiet_gc() -> None:
+    """Fewer, cheaper garbage collections. With Python's defaults a worker holding a few
+    hundred thousand objects (instance summaries, clients, Faust) ran a full collection every
+    second or so under load, each 100+ ms with every stream stopped. Nearly all of the hot
+    path's garbage is freed by reference counting; the collector is there for cycles."""
+    gc.collect()
+    gc.freeze()  # what start-up built lives as long as the worker: never scan it again
+    gc.set_threshold(20_000, 20, 1_000)
 
 
 def declared_topics(settings: Settings) -> list[TopicSpec]:

@@ -16,7 +16,7 @@ from bridge.errors import BrokerError
 
 
 class KafkaSink:
-    def __init__(self, client: dict[str, Any], linger_ms: int = 2) -> None:
+    def __init__(self, client: dict[str, Any], linger_ms: int = 0) -> None:
         self._client = client
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None

@@ -1,18 +1,22 @@
 """The flows' source topics, read in batches by a plain aiokafka consumer.
 
 A batch is handed off (routed to the input topic, acknowledged) before its offsets are committed,
-so a crash at any point re-reads rather than loses. Faust is kept for the stateful stage; this
+so a crash at any point re-reads rather than loses. Offsets are committed once a second (and
+when partitions leave or the worker stops), not per batch: a commit is a broker write, and at a
+few events per batch it would cost as much as the batch. What a crash makes us re-read, the
+engine recognises by event id. Faust is kept for the stateful stage; this
 stateless one costs a few microseconds per message instead of a Faust stream event each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 
 from bridge.errors import BrokerError, SagabridgeError
@@ -20,6 +24,7 @@ from bridge.sources.record import SourceRecord
 
 log = structlog.get_logger("sagabridge")
 Handoff = Callable[[list[SourceRecord]], Awaitable[None]]
+COMMIT_INTERVAL_S = 1.0
 
 
 def record_of(r: ConsumerRecord[bytes, bytes]) -> SourceRecord:
@@ -66,9 +71,12 @@ class KafkaSource:
         self._batch_size = batch_size
         self._batch_ms = batch_ms
         self.consumed = 0
+        self._uncommitted: dict[TopicPartition, int] = {}  # handed off, offset not yet committed
+        self._committed_at = time.monotonic()
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(*self._topics, **self._settings)
+        self._consumer = AIOKafkaConsumer(**self._settings)
+        self._consumer.subscribe(self._topics, listener=_CommitOnRevoke(self))
         try:
             await self._consumer.start()
         except KafkaError as exc:
@@ -76,6 +84,7 @@ class KafkaSource:
 
     async def stop(self) -> None:
         if self._consumer is not None:
+            await self._commit_handed_off()
             await self._consumer.stop()
 
     async def run(self) -> None:
@@ -88,6 +97,8 @@ class KafkaSource:
                 )
             except ConsumerStoppedError:
                 return  # stop() was called: the worker is shutting down
+            if time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S:
+                await self._commit_handed_off()
             if not batch:
                 continue
             records = [record_of(r) for rs in batch.values() for r in rs]
@@ -101,10 +112,18 @@ class KafkaSource:
                 await asyncio.sleep(1.0)
                 continue
             self.consumed += len(records)
-            offsets = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
-            await self._commit(offsets)
+            self._uncommitted.update({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit_handed_off(self, only: set[TopicPartition] | None = None) -> None:
+        if only is None:
+            offsets, self._uncommitted = self._uncommitted, {}
+            self._committed_at = time.monotonic()
+        else:
+            offsets = {tp: o for tp, o in self._uncommitted.items() if tp in only}
+            for tp in offsets:
+                del self._uncommitted[tp]
+        if not offsets:
+            return
         try:
             assert self._consumer is not None
             await self._consumer.commit(offsets)
@@ -114,6 +133,16 @@ class KafkaSource:
             log.info("sources.commit_skipped", reason="rebalance")
         except KafkaError as exc:
             log.warning("sources.commit_failed", error=str(exc))
+
+    async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # The handoff of a batch runs to completion before the next getmany, so everything
+        # read from these partitions is handed off: commit it before their new owner reads.
+        await self._commit_handed_off(revoked)
+
+    def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # A batch in flight during the rebalance may have left offsets of partitions that
+        # are someone else's now: theirs to commit.
+        self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp in assigned}
 
     async def lag(self) -> list[tuple[str, int]]:
         """(topic, messages behind) for each assigned partition, from the last fetch."""
@@ -126,3 +155,14 @@ class KafkaSource:
             if high is not None:
                 out.append((tp.topic, high - await consumer.position(tp)))
         return out
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.source.partitions_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.source.partitions_assigned(set(assigned))
