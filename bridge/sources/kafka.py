@@ -101,6 +101,7 @@ class KafkaSource:
                 await self._commit_handed_off()
             if not batch:
                 continue
+            await self._fill(consumer, batch)
             records = [record_of(r) for rs in batch.values() for r in rs]
             try:
                 await self._handoff(records)
@@ -113,6 +114,23 @@ class KafkaSource:
                 continue
             self.consumed += len(records)
             self._uncommitted.update({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+
+    async def _fill(self, consumer: AIOKafkaConsumer, batch: dict[Any, list[Any]]) -> None:
+        """Wait up to batch_ms for more records: a fetch often returns only the few that
+        arrived since the last one, and each handoff costs a produce request and a Faust
+        event per input partition, however few records it carries."""
+        n = sum(len(rs) for rs in batch.values())
+        deadline = time.monotonic() + self._batch_ms / 1000
+        while n < self._batch_size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            more = await consumer.getmany(
+                timeout_ms=max(1, int(left * 1000)), max_records=self._batch_size - n
+            )
+            for tp, rs in more.items():
+                batch.setdefault(tp, []).extend(rs)
+                n += len(rs)
 
     async def _commit_handed_off(self, only: set[TopicPartition] | None = None) -> None:
         if only is None:
