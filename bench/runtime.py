@@ -84,7 +84,7 @@ def placed(order: str) -> bytes:
     )
 
 
-def order_events(orders: int, uid: str) -> list[tuple[str, bytes, bytes]]:
+def order_events(orders: int, uid: str, prefix: str = "o") -> list[tuple[str, bytes, bytes]]:
     """(topic, key, value): each order's three events LAG orders apart, orders interleaved.
 
     Only the topic names depend on `uid`: every phase gets the same keys and values.
@@ -92,14 +92,14 @@ def order_events(orders: int, uid: str) -> list[tuple[str, bytes, bytes]]:
     out: list[tuple[str, bytes, bytes]] = []
     for step in range(orders + 2 * LAG):
         if step < orders:
-            o = f"o{step}"
+            o = f"{prefix}{step}"
             out.append((f"orders.events.{uid}", o.encode(), placed(o)))
         if 0 <= step - LAG < orders:
-            o = f"o{step - LAG}"
+            o = f"{prefix}{step - LAG}"
             value = {"type": "InventoryReserved", "event_id": f"res-{o}", "order_id": o}
             out.append((f"inventory.events.{uid}", o.encode(), encode(value)))
         if 0 <= step - 2 * LAG < orders:
-            o = f"o{step - 2 * LAG}"
+            o = f"{prefix}{step - 2 * LAG}"
             value = {
                 "eventType": "payment.captured",
                 "eventId": f"cap-{o}",
@@ -228,8 +228,11 @@ class Saga:
             time.sleep(0.1)
         raise RuntimeError(f"worker not ready in {timeout:.0f} s:\n{self.check().tail()}")
 
-    async def collect_commands(self, bootstrap: str, expect: int, timeout: float) -> list[Any]:
-        """Every command record until `expect` distinct command ids came (re-sends included).
+    async def collect_commands(
+        self, bootstrap: str, expect: int, timeout: float, prefix: str
+    ) -> list[Any]:
+        """Every command record of orders keyed `prefix`... until `expect` distinct command ids
+        came (re-sends included).
 
         Read, not counted by end offsets: Tansu's end offsets can lag its last records.
         """
@@ -246,8 +249,9 @@ class Saga:
                 self.check()
                 batch = await consumer.getmany(timeout_ms=200)
                 for rs in batch.values():
-                    records += rs
-                    ids.update(dict(r.headers).get("command_id") for r in rs)
+                    ours = [r for r in rs if r.key.startswith(prefix.encode())]
+                    records += ours
+                    ids.update(dict(r.headers).get("command_id") for r in ours)
         return records
 
 
@@ -268,7 +272,7 @@ def py_spy(pid: int, out: Path | None) -> Iterator[None]:
 
 
 async def saga_throughput(
-    saga: Saga, broker: Broker, orders: int, profile: Path | None
+    saga: Saga, broker: Broker, orders: int, profile: Path | None, prefix: str = "o"
 ) -> dict[str, Any]:
     """The events are produced once the worker is ready, as fast as the broker takes them.
 
@@ -276,20 +280,27 @@ async def saga_throughput(
     Faust stage is still joining its group: start-up would count as processing time.
     """
     proc = saga.check()
-    records = order_events(orders, saga.uid)
+    records = order_events(orders, saga.uid, prefix)
     events = len(records)
+    since = int(time.time() * 1000)  # records of an earlier phase are older
     cpu0, bcpu0 = cpu_seconds(proc.pid), cpu_seconds(broker.pid)
     with py_spy(proc.pid, profile):
         producing = asyncio.create_task(harness.produce(broker.bootstrap, records))
         timeout = max(120, events / 200)
-        commands = await saga.collect_commands(broker.bootstrap, 3 * orders, timeout)
+        commands = await saga.collect_commands(broker.bootstrap, 3 * orders, timeout, prefix)
         produced = await producing
     cpu1, bcpu1 = cpu_seconds(proc.pid), cpu_seconds(broker.pid)
     settle = await saga.wait_idle()
     cpu2 = cpu_seconds(proc.pid)
-    inputs = await read_all(broker.bootstrap, [saga.input_topic])
-    changelog = await read_all(broker.bootstrap, [saga.changelog])
-    lifecycle = await read_all(broker.bootstrap, [saga.lifecycle])
+    inputs = [
+        r for r in await read_all(broker.bootstrap, [saga.input_topic]) if r.timestamp >= since
+    ]
+    changelog = [
+        r for r in await read_all(broker.bootstrap, [saga.changelog]) if r.timestamp >= since
+    ]
+    lifecycle = [
+        r for r in await read_all(broker.bootstrap, [saga.lifecycle]) if r.timestamp >= since
+    ]
     # The router sends its first input batch within one micro-batch of the first event consumed.
     start = min(r.timestamp for r in inputs)
     last_command = max(r.timestamp for r in commands)
@@ -463,6 +474,11 @@ def measure(args: argparse.Namespace, broker: Broker, work: Path) -> dict[str, A
     saga = Saga(args, broker, work, saga_uid)
     with saga.running():
         saga.wait_ready()  # start-up and group joins are not measured
+        if args.warmup_orders:
+            # A broker's JIT compiles its produce path under the first load: a worker's first
+            # seconds on a fresh broker measure the JVM warming up, not the worker.
+            asyncio.run(saga_throughput(saga, broker, args.warmup_orders, None, prefix="w"))
+            print(f"warm-up: {args.warmup_orders:,} orders", flush=True)
         profile = args.profile and args.profile.with_name(f"{args.profile.name}-throughput.txt")
         thr = asyncio.run(saga_throughput(saga, broker, args.orders, profile))
         print(f"sagabridge: {thr['events_per_s']:,.0f} events/s", flush=True)
@@ -485,6 +501,7 @@ def measure(args: argparse.Namespace, broker: Broker, work: Path) -> dict[str, A
         "targets": {"throughput": ratio >= SAGA_TARGET, "p99": lat["p99_ms"] < P99_TARGET_MS},
         "params": {
             "orders": args.orders,
+            "warmup_orders": args.warmup_orders,
             "events": n,
             "input_partitions": args.partitions,
             "source_partitions": TOPIC_PARTITIONS,
@@ -604,6 +621,9 @@ def main() -> int:
     parser.add_argument("--tansu-quirks", action="store_true", help="--bootstrap is Tansu")
     parser.add_argument("--orders", type=int, default=10_000, help="3 events each")
     parser.add_argument("--partitions", type=int, default=8, help="input topic partitions")
+    parser.add_argument(
+        "--warmup-orders", type=int, default=3_000, help="orders through the worker first"
+    )
     parser.add_argument("--log-level", default="info", choices=["warn", "info", "debug"])
     parser.add_argument(
         "--worker-env",

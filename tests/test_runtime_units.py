@@ -19,7 +19,7 @@ from bridge.errors import ConfigError
 from bridge.flow import load_compiled
 from bridge.runtime.deadlines import RESEND_MS, DeadlineIndex
 from bridge.runtime.kafka import client_kwargs
-from bridge.runtime.processor import Due, Processor, decode_state, due_of
+from bridge.runtime.processor import Due, Processor, decode_state, due_of, state_writes
 from bridge.runtime.router import Router
 from bridge.runtime.routing import partition_for, target_of
 from bridge.sources.record import SourceRecord
@@ -252,3 +252,35 @@ def test_retention_zero_keeps_ended_instances() -> None:
         5_010, "order-fulfilment", "o-1", None
     )
     assert Processor(flows, 1).retention_ms == 0
+
+
+async def test_changelog_records_are_the_states_a_batch_stores_in_their_partitions() -> None:
+    """The worker writes `state_writes` to the changelog, where recovery reads them back:
+    they must hold what `store_states` would store, deletions as tombstones, each in the
+    partition its key hashes to (the partition its inputs go to)."""
+    flows = load_compiled([EXAMPLE])
+    processor = Processor(flows, 4, retention_ms=60_000)
+    router = Router(Matcher(flows), {}, 4)
+    store, replayed = DictStore(), DictStore()
+    lines = [placed(0, "o-1"), reserved(1, "o-1"), captured(2, "o-1", "p-1")]
+    lines += [dispatched(3, "p-1"), placed(4, "o-2")]
+    routed = await router.route([record(line, n) for n, line in enumerate(lines)])
+    queue = list(routed.inputs.items())
+    while queue:
+        partition, batch = queue.pop(0)
+        out = processor.process(partition, batch, store)
+        for p, records in state_writes(out).items():
+            for key, value in records:
+                assert partition_for(key.decode(), 4) == p == partition
+                if value is None:
+                    replayed.delete(key.decode())
+                else:
+                    replayed.put(key.decode(), value)
+        processor.store_states(out, store)
+        queue.extend(out.inputs.items())
+    assert replayed == store and "order-fulfilment/o-2" in store
+    ended = decode_state(store["order-fulfilment/o-1"]).ended
+    tick = [["t", "order-fulfilment", "o-1", ended + 60_000, None]]
+    p = partition_for("order-fulfilment/o-1", 4)
+    late = processor.process(p, tick, store)
+    assert state_writes(late) == {p: [(b"order-fulfilment/o-1", None)]}

@@ -320,7 +320,7 @@ class Runtime:
             record = self._command_record(cmd)
             if record is not None:
                 by_topic.setdefault(cmd.to.removeprefix("kafka://"), []).append(record)
-        lifecycle = [self._lifecycle_record(rec) for rec in out.lifecycle]
+        lifecycle = self._lifecycle_records(out.lifecycle)
         if lifecycle:
             by_topic.setdefault(self.settings.lifecycle_topic, []).extend(lifecycle)
         for topic, records in by_topic.items():
@@ -366,12 +366,15 @@ class Runtime:
             value = dumps(env)
         return str(env["key"]).encode(), value, [(k, v.encode()) for k, v in headers.items()]
 
-    def _lifecycle_record(self, rec: Lifecycle) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    def _lifecycle_records(
+        self, records: list[Lifecycle]
+    ) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
         if log_debug():
-            # structlog reserves `event` for the message: an event name in the detail is renamed.
-            fields = {("event_name" if k == "event" else k): v for k, v in rec.detail.items()}
-            log.debug(rec.type, flow=rec.flow, key=rec.key, step=rec.step, **fields)
-        return rec.key.encode(), dumps(lifecycle_record(rec)), []
+            for rec in records:
+                # structlog reserves `event` for the message: an event name is renamed.
+                fields = {("event_name" if k == "event" else k): v for k, v in rec.detail.items()}
+                log.debug(rec.type, flow=rec.flow, key=rec.key, step=rec.step, **fields)
+        return [(rec.key.encode(), dumps(lifecycle_record(rec)), []) for rec in records]
 
     async def _dead_letter(
         self,

@@ -5,6 +5,7 @@ send a whole batch and then wait for all acknowledgements at once."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -92,5 +93,7 @@ class KafkaSink:
             raise BrokerError(f"Kafka did not acknowledge a write: {exc}") from None
 
 
+@functools.lru_cache(maxsize=65_536)
 def partition_for_bytes(key: bytes, partitions: int) -> int:
+    # Cached: murmur2 is pure Python, and one key has several records per batch.
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
