@@ -587,7 +587,8 @@ def report(doc: dict[str, Any]) -> None:
     ]
     print(
         f"\nruntime benchmark, {doc['broker']} at {doc['bootstrap']}: {p['orders']:,} orders = "
-        f"{p['events']:,} events; {p['input_partitions']} input partitions; worker log level "
+        f"{p['events']:,} events after a warm-up of {p['warmup_orders']:,} orders; "
+        f"{p['input_partitions']} input partitions; worker log level "
         f"{p['worker_log_level']}"
     )
     if p["worker_env_extra"]:
