@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -241,8 +241,7 @@ class Runtime:
     # -- inputs: the engine, one micro-batch per message --------------------------------------
 
     async def _inputs_agent(self, stream: Any) -> None:
-        within = self.settings.batch_ms / 1000
-        async for events in stream.take_events(self.settings.batch_size, within=within):
+        async for events in take_batches(stream, self.settings.batch_size):
             self._between_batches.clear()
             try:
                 await self._apply(events)
@@ -517,6 +516,54 @@ class _App(faust.App):
             async with self._producer_lock:
                 await producer.maybe_start()
         return producer
+
+
+async def take_batches(stream: Any, max_: int) -> AsyncIterator[list[Any]]:
+    """The stream's events in batches of what arrived while the last batch was being applied.
+
+    Faust's `take_events` stops buffering while a batch is applied and then waits its whole
+    window for the next: every batch costs that window in latency, and a backlog is taken only
+    a window's worth at a time. Here events keep arriving into the next batch meanwhile (up to
+    `max_`), which is taken at once: small batches when the worker keeps up, large ones when it
+    does not. Acks as Faust's: an event is acknowledged once its batch was applied.
+    """
+    events: list[Any] = []
+    arrived = asyncio.Event()
+    room = asyncio.Event()
+    room.set()
+
+    async def add(value: Any) -> Any:
+        while len(events) >= max_:
+            room.clear()
+            await stream.wait(room)
+        event = stream.current_event
+        if event is None:
+            raise RuntimeError("take buffer found no current event")
+        events.append(event)
+        arrived.set()
+        return value
+
+    enable_acks = stream.enable_acks
+    stream.enable_acks = False
+    stream.add_processor(add)
+    stream._enable_passive(aiter(stream.channel))  # as take_events does
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(arrived)
+            arrived.clear()
+            if not events:
+                continue
+            batch = events[:]
+            del events[:]
+            room.set()
+            try:
+                yield batch
+            finally:
+                for event in batch:
+                    await stream.ack(event)
+    finally:
+        stream.enable_acks = enable_acks
+        stream._processors.remove(add)
 
 
 def _short_fetch_wait(wait_ms: int) -> None:
