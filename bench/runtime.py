@@ -231,8 +231,8 @@ class Saga:
     async def collect_commands(
         self, bootstrap: str, expect: int, timeout: float, prefix: str
     ) -> list[Any]:
-        """Every command record of orders keyed `prefix`... until `expect` distinct command ids
-        came (re-sends included).
+        """Every command record of the orders whose keys start with `prefix`, until `expect`
+        distinct command ids came (re-sends included).
 
         Read, not counted by end offsets: Tansu's end offsets can lag its last records.
         """
@@ -292,15 +292,13 @@ async def saga_throughput(
     cpu1, bcpu1 = cpu_seconds(proc.pid), cpu_seconds(broker.pid)
     settle = await saga.wait_idle()
     cpu2 = cpu_seconds(proc.pid)
-    inputs = [
-        r for r in await read_all(broker.bootstrap, [saga.input_topic]) if r.timestamp >= since
-    ]
-    changelog = [
-        r for r in await read_all(broker.bootstrap, [saga.changelog]) if r.timestamp >= since
-    ]
-    lifecycle = [
-        r for r in await read_all(broker.bootstrap, [saga.lifecycle]) if r.timestamp >= since
-    ]
+
+    async def this_phase(topic: str) -> list[Any]:
+        return [r for r in await read_all(broker.bootstrap, [topic]) if r.timestamp >= since]
+
+    inputs = await this_phase(saga.input_topic)
+    changelog = await this_phase(saga.changelog)
+    lifecycle = await this_phase(saga.lifecycle)
     # The router sends its first input batch within one micro-batch of the first event consumed.
     start = min(r.timestamp for r in inputs)
     last_command = max(r.timestamp for r in commands)
@@ -350,15 +348,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def latency(
-    saga: Saga, broker: Broker, rate: float, seconds: float, warmup: float, run: int = 0
+    saga: Saga, broker: Broker, rate: float, seconds: float, warmup: float
 ) -> dict[str, Any]:
-    """OrderPlaced at a steady `rate`; each one's ReserveInventory command matched by key.
-    Runs on one worker need distinct `run` numbers: a key seen before starts no order."""
+    """OrderPlaced at a steady `rate`; each one's ReserveInventory command matched by key."""
     from aiokafka import AIOKafkaProducer
 
     bootstrap, broker_pid = broker.bootstrap, broker.pid
     total = int(rate * (warmup + seconds))
-    prefix = f"lat{saga.uid}-{run}-"
+    prefix = f"lat{saga.uid}-"
     cpu0, bcpu0, own0, wall0 = (
         cpu_seconds(saga.check().pid),
         cpu_seconds(broker_pid),

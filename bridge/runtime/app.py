@@ -118,9 +118,6 @@ class Runtime:
         self.changelog = Changelog(
             self.app, self.table, tail_alone=settings.producer_batch_bytes <= 1
         )
-        # Faust holds back input delivery while more than 100 changelog records wait to go
-        # out; a micro-batch writes hundreds at once, so allow many more.
-        self.app.producer.buffer.max_messages = 20 * settings.batch_size
         self._indexed: frozenset[int] = frozenset()
         self.started_at = time.time()
         self.client = client_kwargs(settings)
@@ -200,7 +197,8 @@ class Runtime:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             producer_max_batch_size=s.producer_batch_bytes,
-            # Changelog writes leave one by one: without a linger each may be its own request.
+            # A changelog batch waits up to 5 ms for others to share its produce request
+            # (measured: the same to slightly better throughput than without).
             producer_linger=0.005,
             broker_session_timeout=s.group_session_timeout,
             broker_heartbeat_interval=s.group_heartbeat_interval,
@@ -486,10 +484,8 @@ class _FlowControl(FlowControlEvent):
 
 
 class _App(faust.App):
-    """Faust's App, with a cheaper producer check on the changelog path, and a web server that
-    leaves "/" to the dashboard and answers API errors in JSON."""
-
-    _producer_lock: asyncio.Lock | None = None
+    """Faust's App, with flow control that keeps fetched records, and a web server that leaves
+    "/" to the dashboard and answers API errors in JSON."""
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -505,17 +501,6 @@ class _App(faust.App):
 
     def on_webserver_init(self, web: Any) -> None:
         web.web_app.middlewares.append(json_errors())
-
-    async def maybe_start_producer(self) -> Any:
-        # Faust wraps this in a `stampede` that yields to the loop three times per call, once
-        # per changelog record: a batch of writes then stalls input delivery for seconds.
-        producer = self.producer
-        if not producer.started:
-            if self._producer_lock is None:
-                self._producer_lock = asyncio.Lock()
-            async with self._producer_lock:
-                await producer.maybe_start()
-        return producer
 
 
 async def take_batches(stream: Any, max_: int) -> AsyncIterator[list[Any]]:

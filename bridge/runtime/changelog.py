@@ -59,16 +59,14 @@ class Changelog:
         producer = self.app.producer._ensure_producer()  # started with the app
         for partition, records in writes.items():
             for chunk in self._chunks(records):
-                batch = BatchBuilder(BATCH_BYTES, 0, is_transactional=False)
-                sent = 0
+                batch, n = BatchBuilder(BATCH_BYTES, 0, is_transactional=False), 0
                 for key, value in chunk:
                     if batch.append(key=key, value=value, timestamp=None, headers=[]) is None:
-                        await self._send(producer, batch, partition, sent)
-                        batch = BatchBuilder(BATCH_BYTES, 0, is_transactional=False)
+                        await self._send(producer, batch, partition, n)  # full: start another
+                        batch, n = BatchBuilder(BATCH_BYTES, 0, is_transactional=False), 0
                         batch.append(key=key, value=value, timestamp=None, headers=[])
-                        sent = 0
-                    sent += 1
-                await self._send(producer, batch, partition, sent)
+                    n += 1
+                await self._send(producer, batch, partition, n)
 
     def _chunks(self, records: list[Write]) -> list[list[Write]]:
         if self.tail_alone and len(records) > 1:

@@ -73,30 +73,25 @@ def due_of(
     retention (a tick then deletes it)."""
     if state is None:
         return None
-    wake = state.wake
-    if (
-        retention_ms
-        and isinstance(state, Instance)
-        and state.status in ENDED
-        and state.ended is not None
-    ):
-        expiry = state.ended + retention_ms
+    wake, expiry = state.wake, expiry_of(state, retention_ms)
+    if expiry is not None:
         wake = expiry if wake is None else min(wake, expiry)
     if wake is None:
         return None
     return Due(wake, flow, key, alias)
 
 
+def expiry_of(state: State | None, retention_ms: int) -> int | None:
+    """When an ended instance's retention is over (None: not ended, or kept for ever)."""
+    if retention_ms > 0 and isinstance(state, Instance) and state.status in ENDED:
+        return None if state.ended is None else state.ended + retention_ms
+    return None
+
+
 def expired(state: State | None, inp: Input, retention_ms: int) -> bool:
     """An ended instance whose retention is over, reached by a tick: its state goes."""
-    return (
-        retention_ms > 0
-        and isinstance(inp, Tick)
-        and isinstance(state, Instance)
-        and state.status in ENDED
-        and state.ended is not None
-        and inp.at >= state.ended + retention_ms
-    )
+    expiry = expiry_of(state, retention_ms)
+    return isinstance(inp, Tick) and expiry is not None and inp.at >= expiry
 
 
 class Processor:
@@ -176,11 +171,10 @@ class Processor:
         return out
 
     @staticmethod
-    def store_states(out: Outbox, store: StateStore, partition: int | None = None) -> None:
-        """Write the batch's states, or only those of one partition."""
+    def store_states(out: Outbox, store: StateStore) -> None:
+        """Write the batch's states to a plain store (the worker writes `state_writes` to the
+        Faust table and its changelog instead)."""
         for ek, st in out.states.items():
-            if partition is not None and out.partitions[ek] != partition:
-                continue
             if st is None:
                 store.delete(ek)
             else:

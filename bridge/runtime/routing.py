@@ -6,20 +6,16 @@ state can be found again by anyone who knows the key, including Faust's table ro
 
 from __future__ import annotations
 
-import functools
 from typing import Any
-
-from aiokafka.partitioner import murmur2
 
 from bridge.codecs.fastjson import dumps
 from bridge.engine.inputs import Input, entity_of
 from bridge.engine.wire import entity_key
+from bridge.sinks.kafka import partition_for_bytes
 
 
-@functools.lru_cache(maxsize=65_536)
 def partition_for(key: str, partitions: int) -> int:
-    # Cached: murmur2 is pure Python, and a key comes back with each of its instance's events.
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return partition_for_bytes(key.encode(), partitions)
 
 
 def target_of(inp: Input, partitions: int) -> tuple[str, int]:

@@ -95,5 +95,6 @@ class KafkaSink:
 
 @functools.lru_cache(maxsize=65_536)
 def partition_for_bytes(key: bytes, partitions: int) -> int:
-    # Cached: murmur2 is pure Python, and one key has several records per batch.
+    # Cached: murmur2 is pure Python, and a key comes back with each of its instance's events
+    # and with several records per batch.
     return int(murmur2(key) & 0x7FFFFFFF) % partitions

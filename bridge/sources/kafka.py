@@ -4,8 +4,8 @@ A batch is handed off (routed to the input topic, acknowledged) before its offse
 so a crash at any point re-reads rather than loses. Offsets are committed once a second (and
 when partitions leave or the worker stops), not per batch: a commit is a broker write, and at a
 few events per batch it would cost as much as the batch. What a crash makes us re-read, the
-engine recognises by event id. Faust is kept for the stateful stage; this
-stateless one costs a few microseconds per message instead of a Faust stream event each.
+engine recognises by event id. Faust is kept for the stateful stage; this stateless one costs a
+few microseconds per message instead of a Faust stream event each.
 """
 
 from __future__ import annotations
@@ -153,8 +153,8 @@ class KafkaSource:
             log.warning("sources.commit_failed", error=str(exc))
 
     async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # The handoff of a batch runs to completion before the next getmany, so everything
-        # read from these partitions is handed off: commit it before their new owner reads.
+        # Only handed-off offsets are pending: commit them before the new owner reads. A batch
+        # still being handed off is read again by that owner (the engine drops duplicates).
         await self._commit_handed_off(revoked)
 
     def partitions_assigned(self, assigned: set[TopicPartition]) -> None:

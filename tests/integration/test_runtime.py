@@ -79,6 +79,15 @@ def summary(inst: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def assert_states(worker: Worker, want: dict[str, Any]) -> None:
+    """Every instance of `want` (simulate's document) reaches its status and steps there."""
+    for inst in want["instances"]:
+        got = worker.wait_for(
+            FLOW, inst["key"], lambda body, inst=inst: summary(body) == summary(inst)
+        )
+        assert summary(got) == summary(inst)
+
+
 def stream(key: str) -> list[dict[str, Any]]:
     """Five orders with different fates, interleaved by time."""
     o = lambda n: f"{key}-{n}"  # noqa: E731
@@ -111,11 +120,7 @@ async def test_run_gives_what_simulate_gives(bootstrap: str, tmp_path: Path) -> 
     try:
         worker.wait_ready()
         await produce_lines(bootstrap, lines)
-        for inst in want["instances"]:
-            got = worker.wait_for(
-                FLOW, inst["key"], lambda body, inst=inst: summary(body) == summary(inst)
-            )
-            assert summary(got) == summary(inst)
+        assert_states(worker, want)
         commands = [
             r
             for t in topics
@@ -214,11 +219,7 @@ async def test_a_killed_worker_resumes_with_the_same_decisions(
     worker = Worker(flow, bootstrap, f"sb-{uid}", tmp_path, args=args).start()
     try:
         worker.wait_ready()
-        for inst in want["instances"]:
-            got = worker.wait_for(
-                FLOW, inst["key"], lambda body, inst=inst: summary(body) == summary(inst)
-            )
-            assert summary(got) == summary(inst)
+        assert_states(worker, want)
         commands = [
             json.loads(r.value)
             for t in topics

@@ -21,7 +21,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from kafka_io import create_topics, produce_lines, read_topic
 from support import EXAMPLE, captured, declined, dispatched, placed, released, reserved
-from test_runtime import FLOW, expected, retarget, summary
+from test_runtime import FLOW, assert_states, expected, retarget
 from workers import Worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.sqs]
@@ -98,14 +98,7 @@ async def test_payments_on_sqs_reach_the_same_states_as_simulate(
                     )
                 else:
                     await produce_lines(bootstrap, [line])
-            for inst in want["instances"]:
-                got = await asyncio.to_thread(
-                    worker.wait_for,
-                    FLOW,
-                    inst["key"],
-                    lambda body, inst=inst: summary(body) == summary(inst),
-                )
-                assert summary(got) == summary(inst)
+            await asyncio.to_thread(assert_states, worker, want)
             received: list[dict[str, Any]] = []
             for _ in range(10):
                 answer = await sqs.receive_message(
@@ -329,14 +322,7 @@ async def test_a_worker_killed_between_receive_and_delete_applies_each_message_o
             for k in keys:  # the six messages came back after their visibility timeout
                 await asyncio.to_thread(worker.wait_for, FLOW, k, pay_applied)
             await produce_lines(bootstrap, tail)
-            for inst in want["instances"]:
-                got = await asyncio.to_thread(
-                    worker.wait_for,
-                    FLOW,
-                    inst["key"],
-                    lambda body, inst=inst: summary(body) == summary(inst),
-                )
-                assert summary(got) == summary(inst)
+            await asyncio.to_thread(assert_states, worker, want)
             deadline = time.monotonic() + 20
             while await queue_depth(sqs, url) != (0, 0):  # all deleted, nothing in flight
                 assert time.monotonic() < deadline, await queue_depth(sqs, url)
