@@ -11,7 +11,6 @@ few microseconds per message instead of a Faust stream event each.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,7 +24,6 @@ from bridge.sources.record import SourceRecord
 
 log = structlog.get_logger("sagabridge")
 Handoff = Callable[[list[SourceRecord]], Awaitable[None]]
-Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 COMMIT_INTERVAL_S = 1.0
 
 
@@ -75,7 +73,6 @@ class KafkaSource:
         self.consumed = 0
         self._uncommitted: dict[TopicPartition, int] = {}  # handed off, offset not yet committed
         self._committed_at = time.monotonic()
-        self._inflight: tuple[Batch, asyncio.Future[None]] | None = None  # being handed off
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(**self._settings)
@@ -87,74 +84,43 @@ class KafkaSource:
 
     async def stop(self) -> None:
         if self._consumer is not None:
-            await self._settle()
             await self._commit_handed_off()
             await self._consumer.stop()
 
     async def run(self) -> None:
-        """Fetch, fill and hand off batches; a batch's handoff overlaps the next one's filling.
-
-        Handoffs stay in order: the next starts only once the last one was acknowledged.
-        """
         consumer = self._consumer
         assert consumer is not None, "KafkaSource.start() first"
-        closed = time.monotonic()  # when the last batch stopped taking records
-        try:
-            while True:
-                try:
-                    batch = await consumer.getmany(
-                        timeout_ms=self._batch_ms, max_records=self._batch_size
-                    )
-                except ConsumerStoppedError:
-                    return  # stop() was called: the worker is shutting down
-                if time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S:
-                    await self._commit_handed_off()
-                if not batch:
-                    continue
-                await self._fill(consumer, batch, closed + self._batch_ms / 1000)
-                closed = time.monotonic()
-                failed = await self._handed_off()
-                if failed is not None:
-                    # Nothing of it committed: read it and this batch again after a pause.
-                    self._rewind(consumer, [failed, batch])
-                    await asyncio.sleep(1.0)
-                    continue
-                self._inflight = (batch, asyncio.ensure_future(self._hand_off(batch)))
-        finally:
-            if self._inflight is not None:
-                self._inflight[1].cancel()
+        while True:
+            try:
+                batch = await consumer.getmany(
+                    timeout_ms=self._batch_ms, max_records=self._batch_size
+                )
+            except ConsumerStoppedError:
+                return  # stop() was called: the worker is shutting down
+            if time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S:
+                await self._commit_handed_off()
+            if not batch:
+                continue
+            await self._fill(consumer, batch)
+            records = [record_of(r) for rs in batch.values() for r in rs]
+            try:
+                await self._handoff(records)
+            except SagabridgeError as exc:
+                # Nothing committed: read the batch again after a pause.
+                log.error("sources.handoff_failed", error=str(exc), records=len(records))
+                for tp, rs in batch.items():
+                    consumer.seek(tp, rs[0].offset)
+                await asyncio.sleep(1.0)
+                continue
+            self.consumed += len(records)
+            self._uncommitted.update({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
 
-    async def _hand_off(self, batch: Batch) -> None:
-        records = [record_of(r) for rs in batch.values() for r in rs]
-        await self._handoff(records)
-        self.consumed += len(records)
-        self._uncommitted.update({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
-
-    async def _handed_off(self) -> Batch | None:
-        """Wait for the batch in flight; the batch itself if its handoff failed."""
-        if self._inflight is None:
-            return None
-        batch, task = self._inflight
-        self._inflight = None
-        try:
-            await task
-        except SagabridgeError as exc:
-            log.error("sources.handoff_failed", error=str(exc), records=count(batch))
-            return batch
-        return None
-
-    async def _settle(self) -> None:
-        """Let the batch in flight finish, so that its offsets can be committed."""
-        if self._inflight is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.shield(self._inflight[1])
-
-    async def _fill(self, consumer: AIOKafkaConsumer, batch: Batch, deadline: float) -> None:
-        """Take more records until `deadline` (batch_ms after the last batch closed, so a
-        record waits at most that long) or until the batch is full: a fetch often returns only
-        the few that arrived since the last one, and each handoff costs a produce request and
-        a Faust event per input partition, however few records it carries."""
-        n = count(batch)
+    async def _fill(self, consumer: AIOKafkaConsumer, batch: dict[Any, list[Any]]) -> None:
+        """Wait up to batch_ms for more records: a fetch often returns only the few that
+        arrived since the last one, and each handoff costs a produce request and a Faust
+        event per input partition, however few records it carries."""
+        n = sum(len(rs) for rs in batch.values())
+        deadline = time.monotonic() + self._batch_ms / 1000
         while n < self._batch_size:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -165,17 +131,6 @@ class KafkaSource:
             for tp, rs in more.items():
                 batch.setdefault(tp, []).extend(rs)
                 n += len(rs)
-
-    @staticmethod
-    def _rewind(consumer: AIOKafkaConsumer, batches: list[Batch]) -> None:
-        first: dict[TopicPartition, int] = {}
-        for batch in batches:
-            for tp, rs in batch.items():
-                first[tp] = min(first.get(tp, rs[0].offset), rs[0].offset)
-        assigned = consumer.assignment()
-        for tp, offset in first.items():
-            if tp in assigned:  # a partition moved on is re-read by its new owner
-                consumer.seek(tp, offset)
 
     async def _commit_handed_off(self, only: set[TopicPartition] | None = None) -> None:
         if only is None:
@@ -198,9 +153,8 @@ class KafkaSource:
             log.warning("sources.commit_failed", error=str(exc))
 
     async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Commit what was handed off, the batch in flight included, before the new owner
-        # reads. A batch not yet handed off is read again by that owner.
-        await self._settle()
+        # Only handed-off offsets are pending: commit them before the new owner reads. A batch
+        # still being handed off is read again by that owner (the engine drops duplicates).
         await self._commit_handed_off(revoked)
 
     def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -219,10 +173,6 @@ class KafkaSource:
             if high is not None:
                 out.append((tp.topic, high - await consumer.position(tp)))
         return out
-
-
-def count(batch: Batch) -> int:
-    return sum(len(rs) for rs in batch.values())
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
