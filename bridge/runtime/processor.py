@@ -83,9 +83,8 @@ def due_of(
 
 def expiry_of(state: State | None, retention_ms: int) -> int | None:
     """When an ended instance's retention is over (None: not ended, or kept for ever)."""
-    if retention_ms > 0 and isinstance(state, Instance) and state.status in ENDED:
-        return None if state.ended is None else state.ended + retention_ms
-    return None
+    ended = state.ended if isinstance(state, Instance) and state.status in ENDED else None
+    return ended + retention_ms if retention_ms > 0 and ended is not None else None
 
 
 def expired(state: State | None, inp: Input, retention_ms: int) -> bool:

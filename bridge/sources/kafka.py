@@ -25,8 +25,8 @@ from bridge.sources.record import SourceRecord
 log = structlog.get_logger("sagabridge")
 Handoff = Callable[[list[SourceRecord]], Awaitable[None]]
 COMMIT_INTERVAL_S = 1.0
-# While records flow, a fetch asks for more than batch_ms of them ever amount to, short of a
-# backlog: the broker then answers once batch_ms has passed, or at once when a backlog waits.
+# While records flow, a fetch asks for more bytes than batch_ms of them come to: the broker then
+# answers once batch_ms has passed, or at once when a backlog is waiting.
 BUSY_MIN_BYTES = 1 << 20
 
 
@@ -131,10 +131,9 @@ class KafkaSource:
         if busy == self._busy or fetcher is None:
             return
         self._busy = busy
-        if busy:
-            fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = BUSY_MIN_BYTES, self._batch_ms
-        else:
-            fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = 1, self._fetch_wait_ms
+        fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = (
+            (BUSY_MIN_BYTES, self._batch_ms) if busy else (1, self._fetch_wait_ms)
+        )
 
     async def _commit_handed_off(self, only: set[TopicPartition] | None = None) -> None:
         if only is None:
