@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     topics_dir: Path = Path("topics")
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
     batch_size: int = Field(default=500, ge=1, le=10_000)
-    batch_ms: int = Field(default=20, ge=1, le=1_000)
+    batch_ms: int = Field(default=10, ge=1, le=1_000)
     tick_ms: int = Field(default=200, ge=10, le=1_000)
     # An ended instance's state is deleted this long after it ended (0: kept for ever).
     ended_retention_s: float = Field(default=7 * 86_400, ge=0)

@@ -15,6 +15,11 @@ from aiokafka.partitioner import murmur2
 
 from bridge.errors import BrokerError
 
+# aiokafka keeps one produce request in flight per broker, with one batch per partition in it:
+# at its 16 KB default, a backlog's effects went out in hundreds of round trips, one after the
+# other. Half the broker's default message.max.bytes (1 MB).
+BATCH_BYTES = 512 * 1024
+
 
 class KafkaSink:
     def __init__(self, client: dict[str, Any], linger_ms: int = 0) -> None:
@@ -24,7 +29,11 @@ class KafkaSink:
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
-            **self._client, acks="all", linger_ms=self._linger_ms, max_request_size=4_194_304
+            **self._client,
+            acks="all",
+            linger_ms=self._linger_ms,
+            max_batch_size=BATCH_BYTES,
+            max_request_size=4_194_304,
         )
         try:
             await self._producer.start()

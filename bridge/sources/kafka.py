@@ -50,7 +50,7 @@ class KafkaSource:
         topics: list[str],
         handoff: Handoff,
         batch_size: int = 500,
-        batch_ms: int = 20,
+        batch_ms: int = 10,
         fetch_wait_ms: int = 100,
         session_timeout_s: float = 10.0,
         heartbeat_s: float = 1.0,
