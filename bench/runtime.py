@@ -260,6 +260,20 @@ class Saga:
 
 
 @contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The load generator's own collections would hold its loop (measured: up to 109 ms, 357
+    events more than 50 ms late in 12 s), and the events it holds count as the worker's."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+@contextlib.contextmanager
 def py_spy(pid: int, out: Path | None) -> Iterator[None]:
     """Sample `pid` into `out` (collapsed stacks) while the block runs; nothing if out is None."""
     if out is None:
@@ -369,11 +383,6 @@ async def latency(
     sent: dict[str, float] = {}
     got: dict[str, tuple[float, int]] = {}  # key -> (arrival, command record timestamp)
     late: list[float] = []  # measured events sent behind their schedule (s)
-    # The load's own collections would hold its loop (measured: up to 109 ms, 357 events more
-    # than 50 ms late in 12 s) while the events it holds count as the worker's latency.
-    gc.collect()
-    gc.freeze()
-    gc.disable()
     async with assigned(bootstrap, [saga.commands[0]]) as (consumer, tps):
         await consumer.seek_to_end(*tps)
         for tp in tps:
@@ -427,8 +436,6 @@ async def latency(
             with contextlib.suppress(asyncio.CancelledError):
                 await collector
             await producer.stop()
-            gc.enable()
-            gc.unfreeze()
     cpu1, bcpu1 = cpu_seconds(saga.check().pid), cpu_seconds(broker_pid)
     wall = time.monotonic() - wall0
     measured = list(sent)[int(rate * warmup) :]
@@ -501,7 +508,7 @@ def measure(args: argparse.Namespace, broker: Broker, work: Path) -> dict[str, A
         print(f"sagabridge: {thr['events_per_s']:,.0f} events/s", flush=True)
         rate = args.rate or thr["events_per_s"] / 2
         profile = args.profile and args.profile.with_name(f"{args.profile.name}-latency.txt")
-        with py_spy(saga.check().pid, profile):
+        with py_spy(saga.check().pid, profile), gc_paused():
             lat = asyncio.run(
                 latency(saga, broker, rate, args.latency_seconds, args.latency_warmup)
             )

@@ -22,10 +22,11 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.streams import _current_event
 from faust.types import TP
 
+from bridge.sinks.kafka import BATCH_BYTES
+
 log = structlog.get_logger("sagabridge")
 
 Write = tuple[bytes, bytes | None]  # key, value (None: deleted)
-BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MB)
 
 
 class Changelog:

@@ -62,9 +62,8 @@ def quiet_gc() -> None:
     """Short garbage collections, full ones rare. With Python's defaults a worker holding a few
     hundred thousand objects (instance summaries, clients, Faust) ran a full collection every
     second or so under load, each 100+ ms with every stream stopped. Any collection stops
-    every stream while it scans, so young objects are collected every 5,000 allocations and
-    the middle generation every 5 of those: its collections took 6 ms on average (22 at most),
-    where 20,000 and 20 let it grow to some 400,000 objects, 40 ms on average (92 at most).
+    every stream while it scans, so the middle generation is kept small too (6 ms on average;
+    with 20,000 and 20 it grew to 400,000 objects and took 40 ms, up to 92: latency spikes).
     Nearly all of the hot path's garbage is freed by reference counting; the collector is
     there for cycles."""
     gc.collect()

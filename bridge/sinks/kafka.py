@@ -15,6 +15,7 @@ from aiokafka.partitioner import murmur2
 
 from bridge.errors import BrokerError
 
+# Every batch the worker writes (effects here, states in the changelog) may reach this size.
 # aiokafka keeps one produce request in flight per broker, with one batch per partition in it:
 # at its 16 KB default, a backlog's effects went out in hundreds of round trips, one after the
 # other. Half the broker's default message.max.bytes (1 MB).
