@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from bridge.runtime.kafka import client_kwargs
 from bridge.runtime.processor import Due, Processor, decode_state, due_of, state_writes
 from bridge.runtime.router import Router
 from bridge.runtime.routing import partition_for, target_of
+from bridge.sinks.kafka import murmur2
 from bridge.sources.record import SourceRecord
 
 
@@ -136,6 +138,27 @@ def test_partitions_follow_kafkas_default_partitioner() -> None:
     default = DefaultPartitioner()
     for key in ("order-fulfilment/o-1", "x", "f/@payment_id/p-9", "ünïcode"):
         assert partition_for(key, 8) == default(key.encode(), list(range(8)), list(range(8)))
+
+
+def test_murmur2_is_kafkas() -> None:
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
+    # Kafka's own test vectors (UtilsTest.testMurmur2), signed as Java returns them.
+    vectors = {
+        b"21": -973932308,
+        b"foobar": -790332482,
+        b"a-little-bit-long-string": -985981536,
+        b"a-little-bit-longer-string": -1486304829,
+        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+        b"abc": 479470107,
+    }
+    for data, signed in vectors.items():
+        assert murmur2(data) == signed & 0xFFFFFFFF
+    rng = random.Random(7)
+    for length in range(40):  # every tail length, several words
+        for _ in range(50):
+            data = rng.randbytes(length)
+            assert murmur2(data) == aiokafka_murmur2(data)
 
 
 def test_deadline_index_fires_due_ticks_once_and_offers_them_again_later() -> None:

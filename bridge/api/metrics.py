@@ -6,6 +6,7 @@ worker's instance index at scrape time, so they always agree with the API.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -130,14 +131,19 @@ class Metrics:
         lifecycle: Iterable[Lifecycle],
         states: Mapping[str, State | None],
     ) -> None:
-        """Count what one acknowledged batch did."""
+        """Count what one acknowledged batch did.
+
+        Tallied first, then one `labels()` per label set: a lookup costs microseconds, and a
+        batch repeats a few label sets thousands of times."""
         applied = dict(events)
+        outcomes: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        durations: dict[tuple[str, str], list[float]] = {}
         for rec in lifecycle:
             kind = rec.type
             outcome = _OUTCOMES.get(kind)
             if outcome is not None:
                 name = str(rec.detail.get("event", ""))
-                self.events.labels(self.source_of(rec.flow, name), name, outcome).inc()
+                outcomes[(rec.flow, name, outcome)] += 1
                 if outcome != "orphaned" and applied.get((rec.flow, name), 0) > 0:
                     applied[(rec.flow, name)] -= 1
             elif kind == "step.timed_out":
@@ -151,13 +157,21 @@ class Metrics:
             elif kind == "step.done" and rec.step is not None:
                 seconds = self._duration(rec, states)
                 if seconds is not None:
-                    self.step_duration.labels(rec.flow, rec.step).observe(seconds)
+                    durations.setdefault((rec.flow, rec.step), []).append(seconds)
+        for (flow, name, outcome), n in outcomes.items():
+            self.events.labels(self.source_of(flow, name), name, outcome).inc(n)
         for (flow, name), n in applied.items():
             if n:
                 self.events.labels(self.source_of(flow, name), name, "applied").inc(n)
-        for cmd in commands:
-            env = cmd.envelope
-            self.commands.labels(env["flow"], env["name"], env["action"]).inc()
+        for (flow, step), seconds_each in durations.items():
+            histogram = self.step_duration.labels(flow, step)
+            for seconds in seconds_each:
+                histogram.observe(seconds)
+        sent = collections.Counter(
+            (c.envelope["flow"], c.envelope["name"], c.envelope["action"]) for c in commands
+        )
+        for labels, n in sent.items():
+            self.commands.labels(*labels).inc(n)
 
     def _duration(self, rec: Lifecycle, states: Mapping[str, State | None]) -> float | None:
         state = states.get(entity_key(rec.flow, rec.key, None))

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from bridge.codecs.fastjson import loads
 from bridge.errors import DecodeError, EncodeError
 
 
@@ -59,8 +60,7 @@ def json_type(value: object) -> str:
 def parse_json_object(data: bytes, what: str = "payload") -> dict[str, Any]:
     """Parse UTF-8 JSON that must hold an object; `what` names the thing in error messages."""
     try:
-        # Decoding first pins the encoding to UTF-8: json.loads(bytes) would also accept UTF-16/32.
-        value = json.loads(data.decode("utf-8"))
+        value = loads(data)  # UTF-8 only: json.loads(bytes) would also accept UTF-16/32
     except UnicodeDecodeError as exc:
         raise DecodeError(f"{what} is not valid UTF-8: {exc.reason} at byte {exc.start}") from exc
     except json.JSONDecodeError as exc:

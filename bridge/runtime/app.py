@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -23,7 +22,7 @@ from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
 from bridge.codecs import Codec, build_codec
-from bridge.codecs.fastjson import dumps
+from bridge.codecs.fastjson import dumps, loads
 from bridge.config import Settings
 from bridge.engine.effects import Command, Lifecycle
 from bridge.engine.inputs import Tick
@@ -252,7 +251,7 @@ class Runtime:
         by_partition: dict[int, Any] = {}
         for event in events:
             try:
-                batch = json.loads(event.value)["i"]
+                batch = loads(event.value)["i"]
                 if not isinstance(batch, list):
                     raise ValueError("'i' is not a list")
             except (ValueError, KeyError, TypeError) as exc:

@@ -6,13 +6,12 @@ without a broker and runs unchanged in the Faust agent.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bridge.codecs.fastjson import dumps
+from bridge.codecs.fastjson import dumps, loads
 from bridge.engine.apply import apply, flow_for
 from bridge.engine.effects import Command, DeadLetter, Forward, Lifecycle
 from bridge.engine.inputs import Associate, Event, Input, Tick, entity_of
@@ -63,7 +62,7 @@ def encode_state(state: State) -> bytes:
 
 
 def decode_state(raw: bytes) -> State:
-    return state_from_json(json.loads(raw))
+    return state_from_json(loads(raw))
 
 
 def due_of(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from types import MappingProxyType
 from typing import Any
 
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.codecs import Codec, Decoded, JsonCodec
+from bridge.codecs.fastjson import dumps, loads
 from bridge.errors import DecodeError, EncodeError
 
 codec = JsonCodec()
@@ -127,3 +129,23 @@ def test_read_only_mappings_are_written_as_objects() -> None:
     payload = MappingProxyType({"inner": MappingProxyType({"a": 1})})
     value, _ = codec.encode(payload, {})
     assert json.loads(value) == {"inner": {"a": 1}}
+
+
+@pytest.mark.parametrize("n", [2**64 - 1, 2**64, -(2**63) - 1, 10**30, -(10**40)])
+def test_integers_beyond_64_bits_are_read_exactly(n: int) -> None:
+    # A faster reader would turn them into floats; the standard library keeps them.
+    assert codec.decode(f'{{"n":{n},"m":[{n}]}}'.encode(), {}).payload == {"n": n, "m": [n]}
+    assert loads(dumps({"n": n})) == {"n": n}
+
+
+@settings(database=None)
+@given(value=json_values)
+def test_fast_reads_give_what_json_gives(value: Any) -> None:
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
+        assert loads(text.encode()) == json.loads(text)
+
+
+def test_fast_reads_take_what_only_json_takes() -> None:
+    # NaN and lone surrogates: orjson refuses them, json reads them, so loads does too.
+    assert math.isnan(loads(b'{"a":NaN}')["a"])
+    assert loads(b'["\\ud800"]') == ["\ud800"]
