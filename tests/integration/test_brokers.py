@@ -208,3 +208,52 @@ if SQS_ENDPOINT:
             assert not again.get("Messages")
         finally:
             await sqs.delete_queue(QueueUrl=url)
+
+
+@pytest.mark.kafka
+async def test_kafka_takes_and_serves_the_changelogs_compressed_batches(bootstrap: str) -> None:
+    # A large batch of states goes to the changelog in zstd; recovery reads it back through
+    # aiokafka. Both brokers must take the codec, and the client must have it (cramjam).
+    from aiokafka.producer.message_accumulator import BatchBuilder
+
+    from bridge.runtime.changelog import COMPRESS_FROM_BYTES, COMPRESSION
+    from bridge.sinks.kafka import BATCH_BYTES
+
+    topic = f"changelog-check-{uuid.uuid4().hex[:12]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    states = {
+        f"flow/o-{i}".encode(): json.dumps(
+            {"key": f"o-{i}", "history": [[i, "event"]] * 20}
+        ).encode()
+        for i in range(400)
+    }
+    assert sum(len(k) + len(v) for k, v in states.items()) >= COMPRESS_FROM_BYTES
+    batch = BatchBuilder(BATCH_BYTES, COMPRESSION, is_transactional=False)
+    for key, value in states.items():
+        assert batch.append(key=key, value=value, timestamp=None, headers=[]) is not None
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent = await (await producer.send_batch(batch, topic, partition=0))
+    finally:
+        await producer.stop()
+    assert sent.offset == 0
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        got: dict[bytes, bytes] = {}
+        stop = time.monotonic() + 20
+        while len(got) < len(states) and time.monotonic() < stop:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                got.update((r.key, r.value) for r in records)
+    finally:
+        await consumer.stop()
+    assert got == states
