@@ -307,24 +307,3 @@ async def test_changelog_records_are_the_states_a_batch_stores_in_their_partitio
     p = partition_for("order-fulfilment/o-1", 4)
     late = processor.process(p, tick, store)
     assert state_writes(late) == {p: [(b"order-fulfilment/o-1", None)]}
-
-
-def test_a_batch_defers_garbage_collection_to_its_end() -> None:
-    import gc
-
-    from bridge.runtime.app import collections_deferred
-
-    assert gc.isenabled()
-    with collections_deferred():
-        assert not gc.isenabled()
-    assert gc.isenabled()
-    with pytest.raises(RuntimeError), collections_deferred():
-        raise RuntimeError("a failed batch")
-    assert gc.isenabled()  # re-enabled on the way out of a failure too
-    gc.disable()
-    try:
-        with collections_deferred():
-            pass
-        assert not gc.isenabled()  # left as the caller had it
-    finally:
-        gc.enable()

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -221,12 +220,10 @@ class Runtime:
 
     async def _route(self, records: list[SourceRecord]) -> None:
         """Route a batch of source messages to the input topic; return once all is acknowledged."""
-        with collections_deferred():  # awaits only a schema registry, rarely
-            routed = await self.router.route(records)
-            messages = {p: encode_batch(inputs) for p, inputs in routed.inputs.items()}
+        routed = await self.router.route(records)
         pending = [
-            await self.sink.send(self.settings.input_topic, message, partition=p)
-            for p, message in messages.items()
+            await self.sink.send(self.settings.input_topic, encode_batch(inputs), partition=p)
+            for p, inputs in routed.inputs.items()
         ]
         for record, reason in routed.dead:
             pending.append(
@@ -268,12 +265,9 @@ class Runtime:
                 )
                 continue
             by_partition[event.message.partition] = event
-            with collections_deferred():
-                self.processor.process(event.message.partition, batch, self.store, out)
-        with collections_deferred():
-            writes = state_writes(out)
+            self.processor.process(event.message.partition, batch, self.store, out)
         await self._send_until_acknowledged(out)
-        await self.changelog.write(writes, by_partition)
+        await self.changelog.write(state_writes(out), by_partition)
         self.deadlines.update_all(out.dues, out.partitions)
         self.counts["applied"] += out.applied
         self.counts["expired"] += out.expired
@@ -554,23 +548,6 @@ async def take_batches(stream: Any, max_: int) -> AsyncIterator[list[Any]]:
     finally:
         stream.enable_acks = enable_acks
         stream._processors.remove(add)
-
-
-@contextlib.contextmanager
-def collections_deferred() -> Iterator[None]:
-    """No garbage collection inside: one runs at the next allocation after, if due.
-
-    A backlog's batch holds tens of thousands of inputs and states in young lists and dicts,
-    and each young collection (every 5,000 allocations) walked them all again. The hot path's
-    garbage is freed by reference counting, so a batch's cycles can wait for its end."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _short_fetch_wait(wait_ms: int) -> None:
