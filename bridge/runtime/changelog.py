@@ -30,11 +30,8 @@ log = structlog.get_logger("sagabridge")
 Write = tuple[bytes, bytes | None]  # key, value (None: deleted)
 
 # States are JSON that repeats itself (step rows, history entries): zstd writes a tenth of the
-# bytes for about one more microsecond per state. Only the table's recovery reads them. Each
-# compression also costs some 20-50 us whatever its size, so small batches (a worker that
-# keeps up) go as they are: their bytes are few, the broker has room.
+# bytes for about one more microsecond per state. Only the table's recovery reads them.
 COMPRESSION = DefaultRecordBatch.CODEC_ZSTD
-COMPRESS_FROM_BYTES = 64 * 1024
 
 
 class Changelog:
@@ -68,13 +65,11 @@ class Changelog:
         producer = self.app.producer._ensure_producer()  # started with the app
         for partition, records in writes.items():
             for chunk in self._chunks(records):
-                size = sum(len(key) + len(value or b"") for key, value in chunk)
-                codec = COMPRESSION if size >= COMPRESS_FROM_BYTES else 0
-                batch, n = BatchBuilder(BATCH_BYTES, codec, is_transactional=False), 0
+                batch, n = BatchBuilder(BATCH_BYTES, COMPRESSION, is_transactional=False), 0
                 for key, value in chunk:
                     if batch.append(key=key, value=value, timestamp=None, headers=[]) is None:
                         await self._send(producer, batch, partition, n)  # full: start another
-                        batch, n = BatchBuilder(BATCH_BYTES, codec, is_transactional=False), 0
+                        batch, n = BatchBuilder(BATCH_BYTES, COMPRESSION, is_transactional=False), 0
                         batch.append(key=key, value=value, timestamp=None, headers=[])
                     n += 1
                 await self._send(producer, batch, partition, n)
