@@ -618,7 +618,7 @@ def report(doc: dict[str, Any]) -> None:
             "bare Faust agent",
             f"{bare['events_per_s']:,.0f} events/s",
             f"{bare['seconds']:.2f} s first to last event, CPU {bare['cpu_share']}; the faster of"
-            f" {' and '.join(f'{r:,.0f}' for r in bare.get('runs_events_per_s', []))}"
+            f" {' and '.join(f'{r:,.0f}' for r in bare['runs_events_per_s'])}"
             " (before the worker, after)",
         ),
         (
@@ -675,7 +675,7 @@ def report(doc: dict[str, Any]) -> None:
     print(
         f"\nruntime benchmark, {doc['broker']} at {doc['bootstrap']}: {p['orders']:,} orders = "
         f"{p['events']:,} events after a warm-up of {p['warmup_orders']:,} orders and "
-        f"{p.get('warmup_seconds', 0):.0f} s at {p.get('warmup_rate_per_s', 0):,}/s; "
+        f"{p['warmup_seconds']:.0f} s at {p['warmup_rate_per_s']:,}/s; "
         f"{p['input_partitions']} input partitions; worker log level "
         f"{p['worker_log_level']}"
     )
