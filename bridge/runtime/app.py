@@ -32,6 +32,7 @@ from bridge.engine.wire import input_to_wire, parse_entity_key
 from bridge.errors import SagabridgeError
 from bridge.flow.compiled import CompiledFlow
 from bridge.runtime.changelog import Changelog
+from bridge.runtime.consumer import Transport
 from bridge.runtime.deadlines import DeadlineIndex
 from bridge.runtime.kafka import client_kwargs
 from bridge.runtime.processor import Outbox, Processor, decode_state, due_of, state_writes
@@ -483,8 +484,9 @@ class _FlowControl(FlowControlEvent):
 
 
 class _App(faust.App):
-    """Faust's App, with flow control that keeps fetched records, and a web server that leaves
-    "/" to the dashboard and answers API errors in JSON."""
+    """Faust's App, with flow control that keeps fetched records, a consumer that fetches again
+    what it dropped (`bridge.runtime.consumer`), and a web server that leaves "/" to the
+    dashboard and answers API errors in JSON."""
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -501,6 +503,9 @@ class _App(faust.App):
     def on_webserver_init(self, web: Any) -> None:
         web.web_app.middlewares.append(json_errors())
 
+    def _new_transport(self) -> Any:
+        return Transport(self.conf.broker_consumer, self)
+
 
 async def take_batches(stream: Any, max_: int) -> AsyncIterator[list[Any]]:
     """The stream's events in batches of what arrived while the last batch was being applied.
@@ -509,7 +514,8 @@ async def take_batches(stream: Any, max_: int) -> AsyncIterator[list[Any]]:
     window for the next: every batch costs that window in latency, and a backlog is taken only
     a window's worth at a time. Here events keep arriving into the next batch meanwhile (up to
     `max_`), which is taken at once: small batches when the worker keeps up, large ones when it
-    does not. Acks as Faust's: an event is acknowledged once its batch was applied.
+    does not. A batch waits for the rest of the fetch its first event came in
+    (`rest_of_fetch`). Acks as Faust's: an event is acknowledged once its batch was applied.
     """
     events: list[Any] = []
     arrived = asyncio.Event()
@@ -535,6 +541,7 @@ async def take_batches(stream: Any, max_: int) -> AsyncIterator[list[Any]]:
         while not stream.should_stop:
             await stream.wait_for_stopped(arrived)
             arrived.clear()
+            await rest_of_fetch(stream.app.consumer, events, max_)
             if not events:
                 continue
             batch = events[:]
@@ -548,6 +555,20 @@ async def take_batches(stream: Any, max_: int) -> AsyncIterator[list[Any]]:
     finally:
         stream.enable_acks = enable_acks
         stream._processors.remove(add)
+
+
+async def rest_of_fetch(consumer: Any, events: list[Any], max_: int, turns: int = 1_000) -> None:
+    """Until the consumer has handed over the whole fetch the first of `events` came in.
+
+    Faust's consumer hands a fetch's messages over one at a time, with a turn of the event loop
+    for each: the agent woke at the first and took it alone, and the rest of the fetch (one
+    routed message per input partition) as another batch or two, each with its own sends,
+    acknowledgements and changelog writes."""
+    for _ in range(turns):
+        if len(events) >= max_ or not getattr(consumer, "handing_over", False):
+            break
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the stream takes the last message handed over
 
 
 def _short_fetch_wait(wait_ms: int) -> None:
