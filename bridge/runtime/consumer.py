@@ -35,16 +35,15 @@ def unhanded(records: Mapping[TP, Sequence[Any]], handed: Mapping[TP, int]) -> R
     """
     rewind: Rewind = {}
     for tp, batch in records.items():
-        if not batch:
-            continue
         last = handed.get(tp)
-        first = next((r.offset for r in batch if last is None or r.offset > last), None)
-        if first is not None:
-            rewind[tp] = (first, batch[-1].offset + 1)
+        if not batch or (last is not None and batch[-1].offset <= last):
+            continue  # handed on whole: the usual case, one look per partition
+        first = next(r.offset for r in batch if last is None or r.offset > last)
+        rewind[tp] = (first, batch[-1].offset + 1)
     return rewind
 
 
-async def _seek_back(consumer: Any, rewind: Rewind) -> dict[TP, int]:
+async def seek_back(consumer: Any, rewind: Rewind) -> dict[TP, int]:
     """On the consumer's thread: seek each partition back if it is still where the batch left it
     (a rebalance may have unassigned it, or a recovery sought it, since). Returns the seeks."""
     subscription = consumer._subscription.subscription
@@ -74,47 +73,43 @@ class Consumer(faust_aiokafka.Consumer):
         generation_id = self.app.consumer_generation_id
         if records is None or self.should_stop:
             return
-        handed: dict[TP, int] = {}
-        complete = True
-        if self.flow_active:
-            to_message = self._to_message
-            self.handing_over = True
-            try:
-                for tp, record in self.scheduler.iterate(records):
-                    if not self.flow_active or self.app.consumer_generation_id != generation_id:
-                        complete = False
-                        break
-                    if (
-                        active_partitions is None
-                        or tp in active_partitions
-                        or tp in self._buffered_partitions
-                    ):
-                        self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-                        handed[tp] = record.offset
-                        yield tp, to_message(tp, record)
-                    else:
-                        complete = False
-            finally:
-                self.handing_over = False
-            if not complete:
-                await self._seek_back(unhanded(records, handed))
-        else:
-            await self._seek_back(unhanded(records, handed))
+        if not self.flow_active:
+            if rewind := unhanded(records, {}):
+                await self._seek_back(rewind)
             # As Faust: partitions with a committed offset go back to it.
             try:
                 await self.perform_seek()
             except Exception as exc:  # as Faust: the next rebalance seeks again
                 log.warning("consumer.seek_failed", error=str(exc))
+            return
+        handed: dict[TP, int] = {}
+        to_message = self._to_message
+        self.handing_over = True
+        try:
+            for tp, record in self.scheduler.iterate(records):
+                if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                    break
+                if (
+                    active_partitions is None
+                    or tp in active_partitions
+                    or tp in self._buffered_partitions
+                ):
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    handed[tp] = record.offset
+                    yield tp, to_message(tp, record)
+        finally:
+            self.handing_over = False
+        if rewind := unhanded(records, handed):
+            await self._seek_back(rewind)
 
     async def _seek_back(self, rewind: Rewind) -> None:
-        if rewind:
-            thread = self._thread
-            sought = await thread.call_thread(_seek_back, thread._ensure_consumer(), rewind)
-            if sought:
-                log.info(
-                    "consumer.refetch",
-                    partitions={f"{tp.topic}/{tp.partition}": at for tp, at in sought.items()},
-                )
+        thread = self._thread
+        sought = await thread.call_thread(seek_back, thread._ensure_consumer(), rewind)
+        if sought:
+            log.info(
+                "consumer.refetch",
+                partitions={f"{tp.topic}/{tp.partition}": at for tp, at in sought.items()},
+            )
 
 
 class Transport(faust_aiokafka.Transport):

@@ -7,7 +7,7 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka_io import create_topics
 
-from bridge.runtime.consumer import _seek_back
+from bridge.runtime.consumer import seek_back
 
 
 async def fetch(consumer: AIOKafkaConsumer, tp: TopicPartition, until: int) -> list[int]:
@@ -41,14 +41,14 @@ async def test_records_dropped_after_a_fetch_are_fetched_again_unless_sought_sin
         consumer.seek(tp, 0)
         assert await fetch(consumer, tp, 6) == [0, 1, 2, 3, 4, 5]
         # Records 2-5 were dropped: the partition is still where that batch left it.
-        assert await _seek_back(consumer, {tp: (2, 6)}) == {tp: 2}
+        assert await seek_back(consumer, {tp: (2, 6)}) == {tp: 2}
         assert await fetch(consumer, tp, 6) == [2, 3, 4, 5]
         # Sought elsewhere since (a recovery's seek): that seek stands.
         consumer.seek(tp, 1)
-        assert await _seek_back(consumer, {tp: (4, 6)}) == {}
+        assert await seek_back(consumer, {tp: (4, 6)}) == {}
         assert await consumer.position(tp) == 1
         assert await fetch(consumer, tp, 6) == [1, 2, 3, 4, 5]
         # A partition no longer assigned is left alone.
-        assert await _seek_back(consumer, {TopicPartition(topic, 7): (0, 6)}) == {}
+        assert await seek_back(consumer, {TopicPartition(topic, 7): (0, 6)}) == {}
     finally:
         await consumer.stop()
