@@ -5,8 +5,9 @@ on a Kafka-only copy of the example flow in orchestrate mode, so every event mak
 a command (ReserveInventory, CapturePayment, DispatchShipment). The first two read them
 pre-produced; the worker gets them produced at full speed once it is ready (see saga_throughput).
 Then, on the same worker, OrderPlaced events at half the measured rate give the event-to-command
-latency. The worker and the broker are warmed up first, so that the broker's JIT is done with
-the load (see measure); the bare Faust agent runs before and after, the faster run counts.
+latency, split at the routed input-topic message into the routing and the engine stage. The
+worker and the broker are warmed up first, so that the broker's JIT is done with the load (see
+measure); the bare Faust agent runs before and after, the faster run counts.
 
     bench/runtime.py                    Tansu (in memory, started and stopped here)
     bench/runtime.py --kafka            Apache Kafka 4 through brokers/kafka.sh
@@ -404,6 +405,42 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def by_second(values: list[float], rate: float) -> list[float]:
+    """p99 of each second's worth of `values` (in send order)."""
+    step = max(1, int(rate))
+    return [round(percentile(values[i : i + step], 0.99), 1) for i in range(0, len(values), step)]
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[Any, int]:
+    async with assigned(bootstrap, [topic]) as (consumer, tps):
+        ends: dict[Any, int] = await consumer.end_offsets(tps)
+        return ends
+
+
+async def routed_at(
+    bootstrap: str, topic: str, starts: dict[Any, int], prefix: str
+) -> dict[str, int]:
+    """Key -> timestamp (ms) of the input-topic message that first carried its event."""
+    found: dict[str, int] = {}
+    async with assigned(bootstrap, [topic]) as (consumer, tps):
+        for tp in tps:
+            consumer.seek(tp, starts.get(tp, 0))
+        ends = await consumer.end_offsets(tps)
+        stop = time.monotonic() + 60
+        while time.monotonic() < stop:
+            positions = {tp: await consumer.position(tp) for tp in tps}
+            if all(positions[tp] >= ends[tp] for tp in tps):
+                break
+            batch = await consumer.getmany(*tps, timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    for inp in json.loads(r.value)["i"]:
+                        # ["e", flow, event name, key, ...]: see bridge.engine.wire
+                        if inp[0] == "e" and inp[3].startswith(prefix):
+                            found.setdefault(inp[3], r.timestamp)
+    return found
+
+
 async def latency(
     saga: Saga, broker: Broker, rate: float, seconds: float, warmup: float
 ) -> dict[str, Any]:
@@ -412,7 +449,9 @@ async def latency(
 
     bootstrap, broker_pid = broker.bootstrap, broker.pid
     total = int(rate * (warmup + seconds))
-    prefix = f"lat{saga.uid}-"
+    # Own keys per call: the warm-up's orders must not be taken for this call's on the input topic.
+    prefix = f"lat{saga.uid}{uuid.uuid4().hex[:4]}-"
+    input_from = await end_offsets(bootstrap, saga.input_topic)
     cpu0, bcpu0, own0, wall0 = (
         cpu_seconds(saga.check().pid),
         cpu_seconds(broker_pid),
@@ -482,6 +521,10 @@ async def latency(
     to_arrival = [(got[k][0] - sent[k]) * 1000 for k in measured if k in got]
     if not to_record:
         raise RuntimeError(f"no command came back:\n{saga.check().tail()}")
+    routed = await routed_at(bootstrap, saga.input_topic, input_from, prefix)
+    staged = [k for k in measured if k in got and k in routed]
+    to_routed = [routed[k] - sent[k] * 1000 for k in staged]
+    routed_to_record = [got[k][1] - routed[k] for k in staged]
     return {
         "rate_per_s": round(rate, 1),
         "achieved_rate_per_s": round(achieved, 1),
@@ -497,10 +540,18 @@ async def latency(
         # Rising from the first to the last second: the worker did not keep up with `rate`.
         "first_second_p50_ms": round(percentile(to_record[: int(rate)], 0.5), 1),
         "last_second_p50_ms": round(percentile(to_record[-int(rate) :], 0.5), 1),
-        "p99_ms_by_second": [
-            round(percentile(to_record[i : i + int(rate)], 0.99), 1)
-            for i in range(0, len(to_record), max(1, int(rate)))
-        ],
+        "p99_ms_by_second": by_second(to_record, rate),
+        # Where the time went: the record timestamps of the routed input (the router's send)
+        # split each event's latency into the routing stage and the engine stage.
+        "stages": {
+            "events": len(staged),
+            "routing_p50_ms": round(percentile(to_routed, 0.50), 1),
+            "routing_p99_ms": round(percentile(to_routed, 0.99), 1),
+            "engine_p50_ms": round(percentile(routed_to_record, 0.50), 1),
+            "engine_p99_ms": round(percentile(routed_to_record, 0.99), 1),
+            "routing_p99_ms_by_second": by_second(to_routed, rate),
+            "engine_p99_ms_by_second": by_second(routed_to_record, rate),
+        },
         # The load generator's own lag behind its schedule: large, and it was short of CPU.
         "load_late_max_ms": round(max(late, default=0.0) * 1000, 1),
         "load_late_over_10ms": sum(1 for x in late if x > 0.010),
@@ -607,6 +658,7 @@ def verdict(ok: bool) -> str:
 
 def report(doc: dict[str, Any]) -> None:
     raw, bare, saga, lat = doc["raw_aiokafka"], doc["bare_faust"], doc["sagabridge"], doc["latency"]
+    st = lat["stages"]
     ratios, targets, p = doc["ratios"], doc["targets"], doc["params"]
     rows = [
         (
@@ -651,6 +703,13 @@ def report(doc: dict[str, Any]) -> None:
             if lat["last_second_p50_ms"] - lat["first_second_p50_ms"]
             > max(50, lat["first_second_p50_ms"] / 4)
             else "steady",
+        ),
+        (
+            "  routing / engine stage",
+            f"{st['routing_p50_ms']:.0f}+{st['engine_p50_ms']:.0f} / "
+            f"{st['routing_p99_ms']:.0f}+{st['engine_p99_ms']:.0f} ms",
+            "p50 / p99 of sent to routed (the input-topic message's timestamp), and of routed to"
+            " command",
         ),
         (
             "  at a consumer",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 from pathlib import Path
@@ -174,6 +175,21 @@ def test_deadline_index_fires_due_ticks_once_and_offers_them_again_later() -> No
     assert index.partitions == {0, 1} and len(index) == 2
     index.drop(0)
     assert [d.alias for d in index.pop_due(1, 5)] == ["alias"]
+
+
+def test_deadlines_add_nothing_to_a_full_garbage_collection() -> None:
+    """A full collection walks every tracked object: with one deadline per instance held as
+    objects, it held the worker for 394 ms at about 170,000 instances."""
+    index = DeadlineIndex()
+    gc.collect()
+    before = len(gc.get_objects())
+    for p in range(4):
+        index.update(p, {f"k{p}-{i}": Due(1_000 + i, "f", f"k{p}-{i}", None) for i in range(5_000)})
+    gc.collect()
+    assert len(index) == 20_000
+    assert len(gc.get_objects()) - before < 200
+    due = index.pop_due(3, 1_000)  # still fires, with what it was given
+    assert due == [Due(1_000, "f", "k3-0", None)]
 
 
 def test_settings_precedence_file_then_flags_then_environment(tmp_path: Path, monkeypatch) -> None:

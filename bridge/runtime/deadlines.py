@@ -14,9 +14,16 @@ from bridge.runtime.processor import Due
 RESEND_MS = 5_000  # a tick not answered by a new `wake` within this is sent again
 
 
+# key -> (when to check, due at, flow, alias). Plain tuples of strings and numbers, which the
+# garbage collector stops tracking, rather than Due objects: those added two objects per
+# instance to every full collection (at 170,000 instances with the API's summaries: 107 ms
+# a collection, 34 without them).
+Entry = tuple[int, int, str, str | None]
+
+
 class DeadlineIndex:
     def __init__(self) -> None:
-        self._entries: dict[int, dict[str, tuple[Due, int]]] = {}  # partition -> key -> due
+        self._entries: dict[int, dict[str, Entry]] = {}  # partition -> key -> entry
         self._heaps: dict[int, list[tuple[int, str]]] = {}
 
     def update(self, partition: int, dues: dict[str, Due | None]) -> None:
@@ -26,7 +33,7 @@ class DeadlineIndex:
             if due is None:
                 entries.pop(key, None)
             else:
-                entries[key] = (due, due.at)
+                entries[key] = (due.at, due.at, due.flow, due.alias)
                 heapq.heappush(heap, (due.at, key))
 
     def update_all(self, dues: dict[str, Due | None], partitions: dict[str, int]) -> None:
@@ -55,11 +62,11 @@ class DeadlineIndex:
         while heap and heap[0][0] <= now:
             check, key = heapq.heappop(heap)
             entry = entries.get(key)
-            if entry is None or entry[1] != check:
+            if entry is None or entry[0] != check:
                 continue  # replaced or removed since
-            due = entry[0]
-            fired.append(due)
-            entries[key] = (due, now + RESEND_MS)
+            _, at, flow, alias = entry
+            fired.append(Due(at, flow, key, alias))
+            entries[key] = (now + RESEND_MS, at, flow, alias)
             heapq.heappush(heap, (now + RESEND_MS, key))
         return fired
 
