@@ -163,18 +163,18 @@ def test_murmur2_is_kafkas() -> None:
 
 
 def test_deadline_index_fires_due_ticks_once_and_offers_them_again_later() -> None:
-    index = DeadlineIndex()
-    index.update(0, {"a": Due(100, "f", "a", None), "b": Due(300, "f", "b", None)})
+    index = DeadlineIndex()  # keyed by state key; a Due names the instance
+    index.update(0, {"f/a": Due(100, "f", "a", None), "f/b": Due(300, "f", "b", None)})
     assert index.pop_due(0, 50) == []
-    assert [d.key for d in index.pop_due(0, 100)] == ["a"]
+    assert index.pop_due(0, 100) == [Due(100, "f", "a", None)]
     assert index.pop_due(0, 200) == []  # sent; not again before RESEND_MS
     assert sorted(d.key for d in index.pop_due(0, 100 + RESEND_MS)) == ["a", "b"]
-    index.update(0, {"a": None, "b": Due(10_000_000, "f", "b", None)})  # answered
+    index.update(0, {"f/a": None, "f/b": Due(10_000_000, "f", "b", None)})  # answered
     assert index.pop_due(0, 200 + 2 * RESEND_MS) == []
-    index.rebuild(1, [("c", Due(5, "f", "c", "alias"))])
+    index.rebuild(1, [("f/@ref/c", Due(5, "f", "c", "ref"))])
     assert index.partitions == {0, 1} and len(index) == 2
     index.drop(0)
-    assert [d.alias for d in index.pop_due(1, 5)] == ["alias"]
+    assert index.pop_due(1, 5) == [Due(5, "f", "c", "ref")]
 
 
 def test_deadlines_add_nothing_to_a_full_garbage_collection() -> None:
@@ -184,12 +184,13 @@ def test_deadlines_add_nothing_to_a_full_garbage_collection() -> None:
     gc.collect()
     before = len(gc.get_objects())
     for p in range(4):
-        index.update(p, {f"k{p}-{i}": Due(1_000 + i, "f", f"k{p}-{i}", None) for i in range(5_000)})
+        dues = {f"f/k{p}-{i}": Due(1_000 + i, "f", f"k{p}-{i}", None) for i in range(5_000)}
+        index.update(p, dues)
+    del dues
     gc.collect()
     assert len(index) == 20_000
     assert len(gc.get_objects()) - before < 200
-    due = index.pop_due(3, 1_000)  # still fires, with what it was given
-    assert due == [Due(1_000, "f", "k3-0", None)]
+    assert index.pop_due(3, 1_000) == [Due(1_000, "f", "k3-0", None)]  # what it was given
 
 
 def test_settings_precedence_file_then_flags_then_environment(tmp_path: Path, monkeypatch) -> None:

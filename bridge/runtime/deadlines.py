@@ -14,11 +14,11 @@ from bridge.runtime.processor import Due
 RESEND_MS = 5_000  # a tick not answered by a new `wake` within this is sent again
 
 
-# key -> (when to check, due at, flow, alias). Plain tuples of strings and numbers, which the
-# garbage collector stops tracking, rather than Due objects: those added two objects per
-# instance to every full collection (at 170,000 instances with the API's summaries: 107 ms
-# a collection, 34 without them).
-Entry = tuple[int, int, str, str | None]
+# state key -> (when to check, due at, flow, instance key, alias): plain tuples of strings and
+# numbers, which the garbage collector stops tracking, rather than Due objects. Those added two
+# objects per instance to every full collection (at 170,000 instances with the API's
+# summaries: 107 ms a collection, 34 without them).
+Entry = tuple[int, int, str, str, str | None]
 
 
 class DeadlineIndex:
@@ -33,7 +33,7 @@ class DeadlineIndex:
             if due is None:
                 entries.pop(key, None)
             else:
-                entries[key] = (due.at, due.at, due.flow, due.alias)
+                entries[key] = (due.at, due.at, due.flow, due.key, due.alias)
                 heapq.heappush(heap, (due.at, key))
 
     def update_all(self, dues: dict[str, Due | None], partitions: dict[str, int]) -> None:
@@ -64,9 +64,9 @@ class DeadlineIndex:
             entry = entries.get(key)
             if entry is None or entry[0] != check:
                 continue  # replaced or removed since
-            _, at, flow, alias = entry
-            fired.append(Due(at, flow, key, alias))
-            entries[key] = (now + RESEND_MS, at, flow, alias)
+            _, at, flow, instance, alias = entry
+            fired.append(Due(at, flow, instance, alias))
+            entries[key] = (now + RESEND_MS, at, flow, instance, alias)
             heapq.heappush(heap, (now + RESEND_MS, key))
         return fired
 
