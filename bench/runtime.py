@@ -411,33 +411,15 @@ def by_second(values: list[float], rate: float) -> list[float]:
     return [round(percentile(values[i : i + step], 0.99), 1) for i in range(0, len(values), step)]
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[Any, int]:
-    async with assigned(bootstrap, [topic]) as (consumer, tps):
-        ends: dict[Any, int] = await consumer.end_offsets(tps)
-        return ends
-
-
-async def routed_at(
-    bootstrap: str, topic: str, starts: dict[Any, int], prefix: str
-) -> dict[str, int]:
+async def routed_at(bootstrap: str, topic: str, since: float, prefix: str) -> dict[str, int]:
     """Key -> timestamp (ms) of the input-topic message that first carried its event."""
     found: dict[str, int] = {}
-    async with assigned(bootstrap, [topic]) as (consumer, tps):
-        for tp in tps:
-            consumer.seek(tp, starts.get(tp, 0))
-        ends = await consumer.end_offsets(tps)
-        stop = time.monotonic() + 60
-        while time.monotonic() < stop:
-            positions = {tp: await consumer.position(tp) for tp in tps}
-            if all(positions[tp] >= ends[tp] for tp in tps):
-                break
-            batch = await consumer.getmany(*tps, timeout_ms=500)
-            for records in batch.values():
-                for r in records:
-                    for inp in json.loads(r.value)["i"]:
-                        # ["e", flow, event name, key, ...]: see bridge.engine.wire
-                        if inp[0] == "e" and inp[3].startswith(prefix):
-                            found.setdefault(inp[3], r.timestamp)
+    for r in await read_all(bootstrap, [topic]):
+        if r.timestamp >= since:
+            for inp in json.loads(r.value)["i"]:
+                # ["e", flow, event name, key, ...]: see bridge.engine.wire
+                if inp[0] == "e" and inp[3].startswith(prefix):
+                    found.setdefault(inp[3], r.timestamp)
     return found
 
 
@@ -451,7 +433,7 @@ async def latency(
     total = int(rate * (warmup + seconds))
     # Own keys per call: the warm-up's orders must not be taken for this call's on the input topic.
     prefix = f"lat{saga.uid}{uuid.uuid4().hex[:4]}-"
-    input_from = await end_offsets(bootstrap, saga.input_topic)
+    since = time.time() * 1000
     cpu0, bcpu0, own0, wall0 = (
         cpu_seconds(saga.check().pid),
         cpu_seconds(broker_pid),
@@ -521,7 +503,7 @@ async def latency(
     to_arrival = [(got[k][0] - sent[k]) * 1000 for k in measured if k in got]
     if not to_record:
         raise RuntimeError(f"no command came back:\n{saga.check().tail()}")
-    routed = await routed_at(bootstrap, saga.input_topic, input_from, prefix)
+    routed = await routed_at(bootstrap, saga.input_topic, since, prefix)
     staged = [k for k in measured if k in got and k in routed]
     to_routed = [routed[k] - sent[k] * 1000 for k in staged]
     routed_to_record = [got[k][1] - routed[k] for k in staged]
