@@ -57,6 +57,7 @@ SAGA_TARGET = 0.75
 P99_TARGET_MS = 50.0
 LOAD_LINGER_MS = 5
 WARMUP_RATE = 2_500  # events/s: below what the worker takes on a 2-core machine
+SWEEP_WARMUP_S = 4.0  # before each --sweep rate: the broker is warm by then
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -545,6 +546,38 @@ async def latency(
     }
 
 
+def sweep_point(saga: Saga, broker: Broker, rate: float, seconds: float) -> dict[str, Any]:
+    """The latency phase at a fixed `rate` on the warm worker: its p99 and its CPU at that rate."""
+    with gc_paused():
+        lat = asyncio.run(latency(saga, broker, rate, seconds, SWEEP_WARMUP_S))
+    us = lat["worker_cpu_us_per_event"]
+    point = {
+        "rate_per_s": lat["rate_per_s"],
+        "p50_ms": lat["p50_ms"],
+        "p99_ms": lat["p99_ms"],
+        "routing_p99_ms": lat["stages"]["routing_p99_ms"],
+        "engine_p99_ms": lat["stages"]["engine_p99_ms"],
+        "worker_cpu_us_per_event": us,
+        "worker_cores": round(us * rate / 1e6, 3) if us else None,
+        "broker_cpu_share": lat["broker_cpu_share"],
+    }
+    print(f"at {rate:,.0f}/s: p99 {point['p99_ms']} ms, worker {point['worker_cores']} cores")
+    return point
+
+
+def cpu_fit(points: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Least squares of the worker's cores against the rate: the intercept is what the worker
+    spends whatever the rate (mostly per routed batch: about one per batch_ms while events flow,
+    whatever their number), the slope what each event adds. Rates of a few hundred per second
+    or more: below, each event is a routed batch of its own."""
+    xy = [(p["rate_per_s"], p["worker_cores"]) for p in points if p["worker_cores"] is not None]
+    if len({x for x, _ in xy}) < 2:
+        return None
+    mx, my = statistics.fmean(x for x, _ in xy), statistics.fmean(y for _, y in xy)
+    slope = sum((x - mx) * (y - my) for x, y in xy) / sum((x - mx) ** 2 for x, _ in xy)
+    return {"cores_at_no_rate": round(my - slope * mx, 3), "us_per_event": round(slope * 1e6)}
+
+
 # -- run and report -----------------------------------------------------------------------------
 
 
@@ -593,6 +626,7 @@ def measure(args: argparse.Namespace, broker: Broker, work: Path) -> dict[str, A
                 latency(saga, broker, rate, args.latency_seconds, args.latency_warmup)
             )
         print(f"latency at {rate:,.0f}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
+        sweep = [sweep_point(saga, broker, at, args.latency_seconds) for at in (args.sweep or [])]
 
     warm = bare_faust(broker, sources, n, work)  # on the same warm broker, alone
     print(f"bare Faust on the warm broker: {warm['events_per_s']:,.0f} events/s", flush=True)
@@ -606,6 +640,7 @@ def measure(args: argparse.Namespace, broker: Broker, work: Path) -> dict[str, A
         "bare_faust": bare,
         "sagabridge": thr,
         "latency": lat,
+        "sweep": {"points": sweep, "fit": cpu_fit(sweep)} if sweep else None,
         "produce_per_s": round(produced, 1),
         "ratios": {
             "sagabridge_over_bare_faust": round(ratio, 3),
@@ -625,6 +660,7 @@ def measure(args: argparse.Namespace, broker: Broker, work: Path) -> dict[str, A
             "worker_env_extra": args.worker_env,
             "latency_seconds": args.latency_seconds,
             "latency_warmup_s": args.latency_warmup,
+            "sweep_warmup_s": SWEEP_WARMUP_S if sweep else None,
         },
     }
 
@@ -724,6 +760,21 @@ def report(doc: dict[str, Any]) -> None:
         print(f"  worker settings added: {' '.join(p['worker_env_extra'])}")
     for name, figure, note in rows:
         print(f"  {name:<26} {figure:>18}   {note}")
+    if doc.get("sweep"):
+        print("  at fixed rates (--sweep), each for the latency phase's length on the warm worker:")
+        for pt in doc["sweep"]["points"]:
+            print(
+                f"    {pt['rate_per_s']:>8,.0f}/s   p50 / p99 {pt['p50_ms']:.1f} /"
+                f" {pt['p99_ms']:.1f} ms (routing p99 {pt['routing_p99_ms']:.0f}, engine p99"
+                f" {pt['engine_p99_ms']:.0f})   worker {pt['worker_cpu_us_per_event']} us/event ="
+                f" {pt['worker_cores']} cores"
+            )
+        if fit := doc["sweep"]["fit"]:
+            print(
+                f"    worker cores = {fit['cores_at_no_rate']} + rate x {fit['us_per_event']} us"
+                " (least squares): the first term is what the worker spends whatever the rate,"
+                " mostly per routed batch (one per batch_ms or so while events flow)"
+            )
     if saga["produced_per_s"] < 2 * saga["events_per_s"]:
         print(
             f"  warning: events were produced at only {saga['produced_per_s']:,.0f}/s: the "
@@ -733,6 +784,16 @@ def report(doc: dict[str, Any]) -> None:
         f"  load average {doc['load_before'][0]} before, {doc['load_after'][0]} after, on "
         f"{doc['cpus']} CPUs (above ~0.5 before, something else was running: noisy figures)"
     )
+
+
+def rates(text: str) -> list[float]:
+    try:
+        found = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        found = []
+    if not found or min(found) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of rates, e.g. 500,2500,5000")
+    return found
 
 
 def setting(text: str) -> str:
@@ -771,6 +832,12 @@ def main() -> int:
     )
     parser.add_argument("--rate", type=float, help="latency phase rate (default: half the max)")
     parser.add_argument("--latency-seconds", type=float, default=12.0)
+    parser.add_argument(
+        "--sweep",
+        type=rates,
+        metavar="RATES",
+        help="then latency and worker CPU at each of these rates, e.g. 500,2500,5000 (events/s)",
+    )
     parser.add_argument(
         "--latency-warmup",
         type=float,
