@@ -12,6 +12,8 @@ measure); the bare Faust agent runs before and after, the faster run counts.
     bench/runtime.py                    Tansu (in memory, started and stopped here)
     bench/runtime.py --kafka            Apache Kafka 4 through brokers/kafka.sh
     bench/runtime.py --bootstrap H:P    an existing broker (add --tansu-quirks for Tansu)
+    ... --sweep 500,2500,4000           then latency and worker CPU at these fixed rates, and
+                                        the worker's CPU fitted as a + b x rate
 
 Targets: sagabridge >= 0.75 x bare Faust (events/s); p99 event-to-command latency < 50 ms.
 Figures go to stdout and to bench/results/runtime-<broker>.json. The exit code is 0 whether or
