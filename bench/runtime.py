@@ -548,10 +548,17 @@ async def latency(
     }
 
 
+def run_latency(
+    saga: Saga, broker: Broker, rate: float, seconds: float, warmup: float
+) -> dict[str, Any]:
+    """`latency` in a loop of its own, with this process's garbage collector paused."""
+    with gc_paused():
+        return asyncio.run(latency(saga, broker, rate, seconds, warmup))
+
+
 def sweep_point(saga: Saga, broker: Broker, rate: float, seconds: float) -> dict[str, Any]:
     """The latency phase at a fixed `rate` on the warm worker: its p99 and its CPU at that rate."""
-    with gc_paused():
-        lat = asyncio.run(latency(saga, broker, rate, seconds, SWEEP_WARMUP_S))
+    lat = run_latency(saga, broker, rate, seconds, SWEEP_WARMUP_S)
     us = lat["worker_cpu_us_per_event"]
     point = {
         "rate_per_s": lat["rate_per_s"],
@@ -575,9 +582,8 @@ def cpu_fit(points: list[dict[str, Any]]) -> dict[str, float] | None:
     xy = [(p["rate_per_s"], p["worker_cores"]) for p in points if p["worker_cores"] is not None]
     if len({x for x, _ in xy}) < 2:
         return None
-    mx, my = statistics.fmean(x for x, _ in xy), statistics.fmean(y for _, y in xy)
-    slope = sum((x - mx) * (y - my) for x, y in xy) / sum((x - mx) ** 2 for x, _ in xy)
-    return {"cores_at_no_rate": round(my - slope * mx, 3), "us_per_event": round(slope * 1e6)}
+    slope, intercept = statistics.linear_regression(*zip(*xy, strict=True))
+    return {"cores_at_no_rate": round(intercept, 3), "us_per_event": round(slope * 1e6)}
 
 
 # -- run and report -----------------------------------------------------------------------------
@@ -611,8 +617,7 @@ def measure(args: argparse.Namespace, broker: Broker, work: Path) -> dict[str, A
         if args.warmup_orders:
             asyncio.run(saga_throughput(saga, broker, args.warmup_orders, None, prefix="w"))
         if args.warmup_seconds:
-            with gc_paused():
-                asyncio.run(latency(saga, broker, WARMUP_RATE, 1.0, args.warmup_seconds))
+            run_latency(saga, broker, WARMUP_RATE, 1.0, args.warmup_seconds)
         print(
             f"warm-up: {args.warmup_orders:,} orders, then {args.warmup_seconds:.0f} s"
             f" at {WARMUP_RATE:,}/s",
@@ -623,10 +628,8 @@ def measure(args: argparse.Namespace, broker: Broker, work: Path) -> dict[str, A
         print(f"sagabridge: {thr['events_per_s']:,.0f} events/s", flush=True)
         rate = args.rate or thr["events_per_s"] / 2
         profile = args.profile and args.profile.with_name(f"{args.profile.name}-latency.txt")
-        with py_spy(saga.check().pid, profile), gc_paused():
-            lat = asyncio.run(
-                latency(saga, broker, rate, args.latency_seconds, args.latency_warmup)
-            )
+        with py_spy(saga.check().pid, profile):
+            lat = run_latency(saga, broker, rate, args.latency_seconds, args.latency_warmup)
         print(f"latency at {rate:,.0f}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms")
         sweep = [sweep_point(saga, broker, at, args.latency_seconds) for at in (args.sweep or [])]
 
